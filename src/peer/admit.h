@@ -1,0 +1,46 @@
+/* admit.h — the admission call the HTTP layer makes for every limited request.
+ *
+ * Asynchronous from the first line: admit_check() delivers its verdict through a callback that
+ * may run before admit_check() returns (this node owns the key) or later, after a peer round
+ * trip (another node owns it). Callers must handle both. Loop thread only.
+ *
+ * Today every key is decided locally on the node's window table; the cluster issue routes a
+ * check to the key's owner over src/peer without changing this interface. */
+#ifndef LLMLIMIT_PEER_ADMIT_H
+#define LLMLIMIT_PEER_ADMIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "window/table.h"
+
+struct uv_loop_s;
+
+/* What crosses to the decider: small and self-contained, so it can be sent as one message. */
+struct admit_request {
+	char key[WINDOW_KEY_MAX];
+	uint16_t key_len;
+	uint64_t limit[WINDOW_DIMS];
+	uint64_t amount[WINDOW_DIMS];
+};
+
+/* err is 0 with *v filled, or a negative errno (-ENOSPC: the key table is full; -EIO: the
+ * decider could not be reached) with v NULL. v is valid only during the call. */
+typedef void (*admit_cb)(void *ctx, int err, const struct window_verdict *v);
+
+struct admit;
+
+/* Borrows loop and table; both must outlive the admitter. 0 or -ENOMEM. */
+__attribute__((warn_unused_result))
+int admit_new(struct admit **out, struct uv_loop_s *loop, struct window_table *table);
+void admit_free(struct admit *a);
+
+/* Asks whether req fits and charges it if so; cb(ctx, ...) runs exactly once. req is copied. */
+void admit_check(struct admit *a, const struct admit_request *req, admit_cb cb, void *ctx);
+
+/* Reconciles an admitted request (fire and forget): delta = actual - charged per dimension,
+ * ticket = the verdict's bucket. */
+void admit_adjust(struct admit *a, const char *key, size_t key_len, uint32_t bucket,
+		  const int64_t delta[WINDOW_DIMS]);
+
+#endif
