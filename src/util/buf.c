@@ -67,12 +67,16 @@ int buf_vprintf(struct buf *b, const char *fmt, va_list ap)
 	va_copy(ap2, ap);
 	n = vsnprintf(b->cap ? b->data + b->len : NULL, b->cap ? b->cap - b->len : 0, fmt, ap2);
 	va_end(ap2);
-	if (n < 0)
-		return -EINVAL;
-	if (b->cap && (size_t)n < b->cap - b->len) {
+	if (b->cap && n >= 0 && (size_t)n < b->cap - b->len) {
 		b->len += (size_t)n;
 		return 0;
 	}
+	/* A failed or truncated attempt may have written past len; restore the terminator so the
+	 * buffer is unchanged on failure, as the contract says. */
+	if (b->cap)
+		b->data[b->len] = '\0';
+	if (n < 0)
+		return -EINVAL;
 	if ((err = buf_reserve(b, (size_t)n)) < 0)
 		return err;
 	vsnprintf(b->data + b->len, b->cap - b->len, fmt, ap);
@@ -187,7 +191,9 @@ int buf_put_json_str(struct buf *b, const char *s, size_t n)
 		}
 		i++;
 	}
-	memcpy(b->data + b->len, p + n - run, run);
+	/* s may be NULL when n is 0, and memcpy from NULL is undefined even for 0 bytes. */
+	if (run)
+		memcpy(b->data + b->len, p + n - run, run);
 	b->len += run;
 	b->data[b->len++] = '"';
 	b->data[b->len] = '\0';

@@ -61,6 +61,8 @@ size_t num_format_seconds(uint64_t ms, char *out, size_t outlen)
 	uint64_t whole = ms / 1000, frac = ms % 1000;
 	int n;
 
+	if (outlen == 0)
+		return 0;
 	if (frac == 0)
 		n = snprintf(out, outlen, "%llu", (unsigned long long)whole);
 	else if (frac % 100 == 0)
@@ -85,8 +87,11 @@ size_t num_format_go_duration(uint64_t ms, char *out, size_t outlen)
 
 	if (outlen == 0)
 		return 0;
-	/* Go prints sub-second durations in ms and everything else as [h]m s with fractions. */
-	if (ms < 1000)
+	/* Go prints zero as "0s", sub-second durations in ms and everything else as [h]m s with
+	 * fractions. */
+	if (ms == 0)
+		n = snprintf(out, outlen, "0s");
+	else if (ms < 1000)
 		n = snprintf(out, outlen, "%llums", (unsigned long long)ms);
 	else {
 		num_format_seconds(rest, secs, sizeof(secs));
