@@ -32,7 +32,8 @@ int window_table_admit(struct window_table *t, const void *key, size_t key_len,
 		       uint64_t now_ms, struct window_verdict *out);
 
 /* window_adjust for `key`. 0, or -ENOENT when the key has expired (nothing left to reconcile,
- * except a positive delta, which then creates the key and charges it). */
+ * except a positive delta, which then creates the key and charges it; creating can fail with
+ * -ENOSPC or -ENOMEM as in window_table_admit); -EINVAL for a key_len as in admit. */
 int window_table_adjust(struct window_table *t, const void *key, size_t key_len, uint32_t bucket,
 			const int64_t delta[WINDOW_DIMS], uint64_t now_ms);
 

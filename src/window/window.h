@@ -34,7 +34,9 @@ struct window {
  * to the now_ms of the call, so they mean the same on any node that receives them. */
 struct window_verdict {
 	bool allowed;
-	/* Denied only: the first dimension (in enum order) that does not fit, else -1. */
+	/* Denied only: the dimension that stops the request, else -1. That is the first (in enum
+	 * order) that can never fit if there is one, so never_fits describes it; otherwise the first
+	 * that does not fit now. */
 	int denied_dim;
 	/* Denied only: the request exceeds the whole limit of denied_dim and can never fit. */
 	bool never_fits;
