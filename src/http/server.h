@@ -31,7 +31,15 @@ struct http_server_limits {
 	uint32_t max_pipeline;     /* unanswered requests per connection before reads pause. 64 */
 };
 
-/* Fills the documented defaults. */
+#define HTTP_DEFAULT_MAX_HEADER_BYTES (16u * 1024)
+#define HTTP_DEFAULT_MAX_BODY_BYTES (1024u * 1024)
+#define HTTP_DEFAULT_MAX_HEADERS 100u
+#define HTTP_DEFAULT_IDLE_TIMEOUT_MS 60000u
+#define HTTP_DEFAULT_READ_TIMEOUT_MS 30000u
+#define HTTP_DEFAULT_MAX_CONNECTIONS 10000u
+#define HTTP_DEFAULT_MAX_PIPELINE 64u
+
+/* Fills the documented defaults (the HTTP_DEFAULT_* values). */
 void http_server_limits_default(struct http_server_limits *l);
 
 enum http_method_id {
