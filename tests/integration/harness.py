@@ -102,8 +102,12 @@ class Node:
     def signal(self, sig):
         self.proc.send_signal(sig)
 
-    def stop(self, sig=signal.SIGTERM, timeout=10.0):
+    def stop(self, sig=None, timeout=10.0):
         """Stops the process and returns its exit code. Fails the test on a sanitizer report."""
+        # (The default cannot be written as signal.SIGTERM: in this class body `signal` is the
+        # method above, which made the module fail to import.)
+        if sig is None:
+            sig = signal.SIGTERM
         if self.proc is None:
             return None
         if self.proc.poll() is None:
@@ -199,3 +203,85 @@ def run(tests):
             print("FAIL ", t.__name__)
     print("%d passed, %d failed" % (passed, failed))
     sys.exit(1 if failed else 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers added for test_api/test_ops/test_reload/test_exactness (existing functions unchanged).
+
+import re as _re
+
+GO_DURATION_RE = _re.compile(r"^(\d+h)?(\d+m)?(\d+(\.\d+)?s|\d+ms)$")
+
+
+def go_duration_ms(s):
+    """Parses a Go time.Duration string ("0s", "120ms", "1.5s", "6m0s", "1h2m3s") into ms.
+    Returns None when s is not in that syntax."""
+    if s is None or not GO_DURATION_RE.match(s):
+        return None
+    total = 0.0
+    for num, unit in _re.findall(r"(\d+(?:\.\d+)?)(h|ms|m|s)", s):
+        total += float(num) * {"h": 3600000, "m": 60000, "s": 1000, "ms": 1}[unit]
+    return total
+
+
+def json_or_none(body):
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def check_error(resp, status, param=Ellipsis, code=Ellipsis, what=""):
+    """Checks resp = (status, headers, body) is `status` with an OpenAI error body:
+    {"error": {"message": str, "type": str, "param": str|null, "code": str|null}}.
+    param/code, when given, must equal the body's. Returns the error object (or {})."""
+    got, headers, body = resp
+    tag = "%s: " % what if what else ""
+    check(got == status, "%sstatus %s, expected %s; body %r" % (tag, got, status, body[:300]))
+    doc = json_or_none(body)
+    ok = check(isinstance(doc, dict) and set(doc) == {"error"} and isinstance(doc["error"], dict),
+               "%serror body is not {\"error\": {...}}: %r" % (tag, body[:300]))
+    if not ok:
+        return {}
+    err = doc["error"]
+    check(set(err) >= {"message", "type", "param", "code"},
+          "%serror object lacks message/type/param/code: %r" % (tag, err))
+    check(isinstance(err.get("message"), str) and err.get("message"),
+          "%serror.message not a non-empty string: %r" % (tag, err))
+    check(isinstance(err.get("type"), str) and err.get("type"),
+          "%serror.type not a non-empty string: %r" % (tag, err))
+    check(err.get("param") is None or isinstance(err.get("param"), str),
+          "%serror.param not string/null: %r" % (tag, err))
+    check(err.get("code") is None or isinstance(err.get("code"), str),
+          "%serror.code not string/null: %r" % (tag, err))
+    ctype = headers.get("content-type", "")
+    check(ctype.startswith("application/json"),
+          "%serror content-type %r, expected application/json" % (tag, ctype))
+    if param is not Ellipsis:
+        check(err.get("param") == param, "%serror.param %r, expected %r (message %r)"
+              % (tag, err.get("param"), param, err.get("message")))
+    if code is not Ellipsis:
+        check(err.get("code") == code, "%serror.code %r, expected %r" % (tag, err.get("code"), code))
+    return err
+
+
+def sock_name(c):
+    """The local address of an http.client connection's socket (None when not connected):
+    equal before and after a series of requests means no reconnect happened."""
+    return c.sock.getsockname() if c.sock is not None else None
+
+
+def run_cli(args, timeout=10.0):
+    """Runs llmlimitd with args to completion; returns (rc, stdout, stderr) as text. A daemon
+    that does not exit within timeout is killed and reported."""
+    p = subprocess.Popen([LLMLIMITD] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
+        check(False, "llmlimitd %r still running after %.0fs" % (args, timeout))
+    out, err = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+    check("ERROR: AddressSanitizer" not in err and "runtime error:" not in err
+          and "LeakSanitizer" not in err, "sanitizer report from llmlimitd %r:\n%s" % (args, err[-4000:]))
+    return p.returncode, out, err
