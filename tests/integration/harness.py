@@ -285,3 +285,27 @@ def run_cli(args, timeout=10.0):
     check("ERROR: AddressSanitizer" not in err and "runtime error:" not in err
           and "LeakSanitizer" not in err, "sanitizer report from llmlimitd %r:\n%s" % (args, err[-4000:]))
     return p.returncode, out, err
+
+
+_TRACKED = []
+
+
+def tracked(node):
+    """Registers a Node for cleanup at interpreter exit: a process still running is killed, and
+    its temporary directory is removed when no check failed (kept for post-mortems otherwise)."""
+    _TRACKED.append(node)
+    return node
+
+
+def _cleanup_tracked():
+    import shutil
+    for n in _TRACKED:
+        if n.proc is not None and n.proc.poll() is None:
+            n.proc.kill()
+            n.proc.wait()
+        if not FAILURES:
+            shutil.rmtree(n.dir, ignore_errors=True)
+
+
+import atexit as _atexit  # noqa: E402
+_atexit.register(_cleanup_tracked)
