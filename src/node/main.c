@@ -224,7 +224,7 @@ static int build(struct node *n)
 		return -EIO;
 	if ((err = window_table_new(&n->table, n->cfg.max_keys, seed)) < 0)
 		return err;
-	if ((err = admit_new(&n->admit, n->loop, n->table)) < 0)
+	if ((err = admit_new(&n->admit, n->loop, n->table, NULL)) < 0)
 		return err;
 	if ((err = metrics_new(&n->metrics)) < 0)
 		return err;

@@ -9,7 +9,8 @@ struct admit {
 	struct window_table *table;  /* borrowed */
 };
 
-int admit_new(struct admit **out, uv_loop_t *loop, struct window_table *table)
+int admit_new(struct admit **out, uv_loop_t *loop, struct window_table *table,
+	      const struct admit_cluster *cluster)
 {
 	struct admit *a = calloc(1, sizeof(*a));
 
@@ -17,6 +18,7 @@ int admit_new(struct admit **out, uv_loop_t *loop, struct window_table *table)
 		return -ENOMEM;
 	a->loop = loop;
 	a->table = table;
+	(void)cluster;
 	*out = a;
 	return 0;
 }

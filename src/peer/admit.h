@@ -24,15 +24,38 @@ struct admit_request {
 	uint64_t amount[WINDOW_DIMS];
 };
 
+/* What a node does when the owner of a key cannot be reached (--owner-failure). */
+enum admit_owner_failure {
+	ADMIT_FAIL_LOCAL = 0,  /* decide on this node's own fallback window for the key */
+	ADMIT_FAIL_DENY,       /* answer 503: fail closed */
+	ADMIT_FAIL_ALLOW,      /* admit without counting: fail open */
+};
+
+/* How a forwarded check crosses to the owner. All optional: with cluster == NULL the admitter
+ * decides every key locally (a single node). Everything is borrowed and must outlive it. */
+struct admit_cluster {
+	const char *self_id;            /* this node's id in the ring */
+	const struct ring *ring;        /* ownership view; the caller rebuilds it on membership change */
+	struct peer_pool *peers;        /* transport to the other nodes */
+	enum admit_owner_failure owner_failure;
+	uint8_t max_hops;               /* forwards a non-owner may add (views differ in churn); 1 */
+};
+
 /* err is 0 with *v filled, or a negative errno (-ENOSPC: the key table is full; -EIO: the
  * decider could not be reached) with v NULL. v is valid only during the call. */
 typedef void (*admit_cb)(void *ctx, int err, const struct window_verdict *v);
 
 struct admit;
+struct ring;
+struct peer_pool;
 
-/* Borrows loop and table; both must outlive the admitter. 0 or -ENOMEM. */
+/* Borrows loop, table and cluster (NULL: single node); all must outlive the admitter.
+ * 0 or -ENOMEM. */
 __attribute__((warn_unused_result))
-int admit_new(struct admit **out, struct uv_loop_s *loop, struct window_table *table);
+int admit_new(struct admit **out, struct uv_loop_s *loop, struct window_table *table,
+	      const struct admit_cluster *cluster);
+/* Fails every check still waiting for a peer (their callbacks run with -ECANCELED), then frees.
+ * NULL-safe. */
 void admit_free(struct admit *a);
 
 /* Asks whether req fits and charges it if so; cb(ctx, ...) runs exactly once. req is copied. */
