@@ -39,6 +39,26 @@ const char config_usage[] =
 	"  --max-pipeline N          unanswered pipelined requests per connection before reading\n"
 	"                            pauses [LLMLIMIT_MAX_PIPELINE] (default 64)\n"
 	"\n"
+	"Cluster (omit --peer-listen to run a single node):\n"
+	"  --node-id ID              this node's unique name [LLMLIMIT_NODE_ID]\n"
+	"                            (default: the advertised peer address)\n"
+	"  --peer-listen HOST:PORT   node-to-node address: TCP for forwarded checks and UDP for\n"
+	"                            gossip, on the same port [LLMLIMIT_PEER_LISTEN]\n"
+	"  --advertise HOST:PORT     the peer address other nodes use to reach this one\n"
+	"                            [LLMLIMIT_ADVERTISE] (default: --peer-listen; required when\n"
+	"                            that is a wildcard such as 0.0.0.0)\n"
+	"  --seeds H:P,H:P           peer addresses of nodes to join through (host names allowed;\n"
+	"                            any one live seed is enough) [LLMLIMIT_SEEDS]\n"
+	"  --cluster-key-file FILE   shared secret authenticating every node-to-node byte\n"
+	"                            [LLMLIMIT_CLUSTER_KEY_FILE]; make one with `llmlimitd keygen`.\n"
+	"                            One key per line, 64 hex digits; the first is used to send\n"
+	"                            and all are accepted (rotation)\n"
+	"  --owner-failure POLICY    when a key's owner cannot be reached: local (decide on this\n"
+	"                            node's fallback window), deny (503) or allow\n"
+	"                            [LLMLIMIT_OWNER_FAILURE] (default local)\n"
+	"  --peer-timeout-ms N       how long a forwarded check may take before the owner counts\n"
+	"                            as unreachable [LLMLIMIT_PEER_TIMEOUT_MS] (default 250)\n"
+	"\n"
 	"Operations:\n"
 	"  --admission-log FILE      append one line per admission and reconciliation (audits,\n"
 	"                            exactness tests) [LLMLIMIT_ADMISSION_LOG]\n"
@@ -48,24 +68,35 @@ const char config_usage[] =
 	"  -h, --help                print this help and exit\n"
 	"  --version                 print the version and exit\n"
 	"\n"
+	"\n"
+	"  llmlimitd keygen FILE     write a new random cluster key to FILE (mode 0600) and exit\n"
+	"\n"
 	"Signals: SIGHUP reloads the keys file; SIGTERM and SIGINT stop gracefully.\n"
 	"Endpoints: POST /v1/chat/completions, /v1/completions, /v1/embeddings; GET /v1/models,\n"
 	"/healthz, /metrics. See README.md.\n";
 
-enum opt_kind { OPT_FLAG, OPT_STR, OPT_U64, OPT_U32, OPT_SIZE, OPT_HOSTPORT, OPT_LEVEL };
+enum opt_kind { OPT_FLAG, OPT_STR, OPT_U64, OPT_U32, OPT_SIZE, OPT_HOSTPORT, OPT_LEVEL, OPT_POLICY };
 
 struct opt {
 	const char *name;   /* without the leading "--" */
 	const char *env;
 	enum opt_kind kind;
 	size_t offset;      /* into struct config */
-	uint64_t min, max;  /* numbers only */
+	uint64_t min, max;  /* numbers only; for HOST:PORT, the offset of the port field */
 };
 
 #define OFF(f) offsetof(struct config, f)
 
 static const struct opt opts[] = {
-	{"listen", "LLMLIMIT_LISTEN", OPT_HOSTPORT, 0, 0, 0},
+	{"listen", "LLMLIMIT_LISTEN", OPT_HOSTPORT, OFF(listen_host), OFF(listen_port), 0},
+	{"node-id", "LLMLIMIT_NODE_ID", OPT_STR, OFF(node_id), 0, 0},
+	{"peer-listen", "LLMLIMIT_PEER_LISTEN", OPT_HOSTPORT, OFF(peer_host), OFF(peer_port), 0},
+	{"advertise", "LLMLIMIT_ADVERTISE", OPT_HOSTPORT, OFF(advertise_host), OFF(advertise_port),
+	 0},
+	{"seeds", "LLMLIMIT_SEEDS", OPT_STR, OFF(seeds), 0, 0},
+	{"cluster-key-file", "LLMLIMIT_CLUSTER_KEY_FILE", OPT_STR, OFF(cluster_key_file), 0, 0},
+	{"owner-failure", "LLMLIMIT_OWNER_FAILURE", OPT_POLICY, OFF(owner_failure), 0, 0},
+	{"peer-timeout-ms", "LLMLIMIT_PEER_TIMEOUT_MS", OPT_U32, OFF(peer_timeout_ms), 1, 60000},
 	{"keys", "LLMLIMIT_KEYS", OPT_STR, OFF(keys_path), 0, 0},
 	{"max-keys", "LLMLIMIT_MAX_KEYS", OPT_U64, OFF(max_keys), 1, 1000000000},
 	{"max-body-bytes", "LLMLIMIT_MAX_BODY_BYTES", OPT_SIZE, OFF(http.max_body_bytes), 1,
@@ -115,6 +146,7 @@ static void set_defaults(struct config *c)
 	c->http.max_pipeline = HTTP_DEFAULT_MAX_PIPELINE;
 	c->max_keys = 2000000;
 	c->shutdown_grace_ms = 10000;
+	c->peer_timeout_ms = 250;
 	c->log_level = LOG_INFO;
 }
 
@@ -137,9 +169,20 @@ static int apply(struct config *c, const struct opt *o, const char *value, const
 		*(const char **)field = value;
 		return 0;
 	case OPT_HOSTPORT:
-		if (num_parse_hostport(value, c->listen_host, sizeof(c->listen_host),
-				       &c->listen_port) < 0)
+		/* Every HOST:PORT field is a char[256] followed by its uint16_t port. */
+		if (num_parse_hostport(value, field, 256, (uint16_t *)((char *)c + o->min)) < 0)
 			return fail(errbuf, errlen, "%s: expected HOST:PORT, got \"%s\"", from, value);
+		return 0;
+	case OPT_POLICY:
+		if (strcmp(value, "local") == 0)
+			*(int *)field = 0;
+		else if (strcmp(value, "deny") == 0)
+			*(int *)field = 1;
+		else if (strcmp(value, "allow") == 0)
+			*(int *)field = 2;
+		else
+			return fail(errbuf, errlen, "%s: expected local, deny or allow, got \"%s\"",
+				    from, value);
 		return 0;
 	case OPT_LEVEL:
 		if ((lvl = log_parse_level(value)) < 0)
@@ -219,5 +262,66 @@ int config_parse_args(int argc, char *const argv[], const char *(*getenv_fn)(con
 		if ((err = apply(out, o, value, flag, errbuf, errlen)) < 0)
 			return err;
 	}
+	return 0;
+}
+
+static int hexval(char ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	if (ch >= 'A' && ch <= 'F')
+		return ch - 'A' + 10;
+	return -1;
+}
+
+int config_parse_cluster_keys(const char *text, size_t len, uint8_t (*keys)[32], size_t max,
+			      size_t *n, char *errbuf, size_t errlen)
+{
+	size_t pos = 0, line = 0, i;
+
+	*n = 0;
+	/* A raw 32-byte secret (e.g. `head -c 32 /dev/urandom`) is accepted as one key. */
+	if (len == 32 && memchr(text, '\n', len) == NULL) {
+		for (i = 0; i < 32 && hexval(text[i]) >= 0; i++)
+			;
+		if (i < 32) {
+			memcpy(keys[0], text, 32);
+			*n = 1;
+			return 0;
+		}
+	}
+	while (pos < len) {
+		const char *start = text + pos, *end = memchr(start, '\n', len - pos);
+		size_t l = end ? (size_t)(end - start) : len - pos, b = 0;
+
+		pos += l + (end ? 1 : 0);
+		line++;
+		while (l && (start[l - 1] == '\r' || start[l - 1] == ' ' || start[l - 1] == '\t'))
+			l--;
+		while (l && (*start == ' ' || *start == '\t')) {
+			start++;
+			l--;
+		}
+		if (l == 0 || *start == '#')
+			continue;
+		if (l != 64)
+			return fail(errbuf, errlen, "line %zu: expected 64 hex digits (a 32-byte key), "
+				    "got %zu characters", line, l);
+		if (*n == max)
+			return fail(errbuf, errlen, "line %zu: more than %zu keys", line, max);
+		for (b = 0; b < 32; b++) {
+			int hi = hexval(start[2 * b]), lo = hexval(start[2 * b + 1]);
+
+			if (hi < 0 || lo < 0)
+				return fail(errbuf, errlen, "line %zu: not a hex digit at column %zu",
+					    line, 2 * b + (hi < 0 ? 1 : 2));
+			keys[*n][b] = (uint8_t)(hi << 4 | lo);
+		}
+		(*n)++;
+	}
+	if (*n == 0)
+		return fail(errbuf, errlen, "no key in the file");
 	return 0;
 }

@@ -18,6 +18,16 @@ struct config {
 	uint64_t max_keys;
 	uint32_t shutdown_grace_ms;
 	int log_level;
+	/* Cluster (all optional: without --peer-listen the node runs alone). */
+	const char *node_id;            /* default: the advertised peer address */
+	char peer_host[256];            /* TCP peer listener and UDP gossip, same port */
+	uint16_t peer_port;             /* 0: no cluster */
+	char advertise_host[256];       /* how other nodes reach this one; "" = peer_host */
+	uint16_t advertise_port;
+	const char *seeds;              /* "host:port,host:port" */
+	const char *cluster_key_file;
+	int owner_failure;              /* enum admit_owner_failure */
+	uint32_t peer_timeout_ms;
 	bool help;
 	bool version;
 };
@@ -28,6 +38,14 @@ struct config {
 __attribute__((warn_unused_result))
 int config_parse_args(int argc, char *const argv[], const char *(*getenv_fn)(const char *),
 		      struct config *out, char *errbuf, size_t errlen);
+
+/* Parses a cluster key file: one key per line as 64 hex digits (the first line is the primary,
+ * used to send; every line is accepted, which is how keys rotate), '#' comments and blank lines
+ * ignored; or exactly 32 raw bytes. Fills keys[0..*n) (at most max). 0, or -EINVAL with a
+ * message naming the line. */
+__attribute__((warn_unused_result))
+int config_parse_cluster_keys(const char *text, size_t len, uint8_t (*keys)[32], size_t max,
+			      size_t *n, char *errbuf, size_t errlen);
 
 /* The --help text. */
 extern const char config_usage[];

@@ -108,7 +108,8 @@ START_TEST(test_help_and_usage_cover_every_flag)
 	static const char *const flags[] = {"--listen", "--keys", "--max-keys", "--max-body-bytes",
 		"--max-header-bytes", "--max-headers", "--read-timeout-ms", "--idle-timeout-ms",
 		"--max-connections", "--max-pipeline", "--admission-log", "--shutdown-grace-ms",
-		"--log-level", "--help", "--version"};
+		"--log-level", "--help", "--version", "--node-id", "--peer-listen", "--advertise",
+		"--seeds", "--cluster-key-file", "--owner-failure", "--peer-timeout-ms", "keygen"};
 	struct config c;
 	char err[256];
 	size_t i;
@@ -117,6 +118,66 @@ START_TEST(test_help_and_usage_cover_every_flag)
 	ck_assert(c.help);
 	for (i = 0; i < sizeof(flags) / sizeof(flags[0]); i++)
 		ck_assert_msg(strstr(config_usage, flags[i]), "usage lacks %s", flags[i]);
+}
+END_TEST
+
+START_TEST(test_cluster_flags)
+{
+	struct config c;
+	char err[256];
+
+	ck_assert_int_eq(PARSE(env_none, "--node-id", "n1", "--peer-listen", "0.0.0.0:7946",
+			       "--advertise", "node1.svc:7946", "--seeds", "a:1,b:2",
+			       "--cluster-key-file", "/k", "--owner-failure", "deny",
+			       "--peer-timeout-ms", "100"), 0);
+	ck_assert_str_eq(c.node_id, "n1");
+	ck_assert_str_eq(c.peer_host, "0.0.0.0");
+	ck_assert_uint_eq(c.peer_port, 7946);
+	ck_assert_str_eq(c.advertise_host, "node1.svc");
+	ck_assert_uint_eq(c.advertise_port, 7946);
+	ck_assert_str_eq(c.listen_host, "127.0.0.1");  /* other HOST:PORT fields untouched */
+	ck_assert_uint_eq(c.listen_port, 8000);
+	ck_assert_str_eq(c.seeds, "a:1,b:2");
+	ck_assert_int_eq(c.owner_failure, 1);
+	ck_assert_uint_eq(c.peer_timeout_ms, 100);
+	ck_assert_int_lt(PARSE(env_none, "--owner-failure", "maybe"), 0);
+	ck_assert_ptr_nonnull(strstr(err, "local, deny or allow"));
+	ck_assert_int_eq(PARSE(env_none, "--listen", "0.0.0.0:1"), 0);
+	ck_assert_uint_eq(c.peer_port, 0);  /* no cluster unless asked */
+}
+END_TEST
+
+START_TEST(test_cluster_keys)
+{
+	static const char two[] = "# rotation: new key first\n"
+		"00112233445566778899aabbccddeeff00112233445566778899AABBCCDDEEFF\r\n"
+		"\n  ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff  \n";
+	uint8_t keys[4][32];
+	char err[256];
+	size_t n;
+
+	ck_assert_int_eq(config_parse_cluster_keys(two, strlen(two), keys, 4, &n, err, sizeof(err)), 0);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_uint_eq(keys[0][0], 0x00);
+	ck_assert_uint_eq(keys[0][31], 0xff);
+	ck_assert_uint_eq(keys[0][10], 0xaa);
+	ck_assert_uint_eq(keys[1][5], 0xff);
+	/* raw 32 bytes */
+	ck_assert_int_eq(config_parse_cluster_keys("\x01\x02zzzzzzzzzzzzzzzzzzzzzzzzzzzzz\xff", 32, keys, 4,
+						   &n, err, sizeof(err)), 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(keys[0][0], 1);
+	ck_assert_int_lt(config_parse_cluster_keys("abc\n", 4, keys, 4, &n, err, sizeof(err)), 0);
+	ck_assert_ptr_nonnull(strstr(err, "line 1"));
+	ck_assert_int_lt(config_parse_cluster_keys("# only\n\n", 8, keys, 4, &n, err, sizeof(err)), 0);
+	ck_assert_ptr_nonnull(strstr(err, "no key"));
+	ck_assert_int_lt(config_parse_cluster_keys(
+		"#\n00112233445566778899aabbccddeeff00112233445566778899aabbccddeexx\n", 67, keys, 4,
+		&n, err, sizeof(err)), 0);
+	ck_assert_ptr_nonnull(strstr(err, "line 2"));
+	ck_assert_ptr_nonnull(strstr(err, "column 63"));
+	ck_assert_int_lt(config_parse_cluster_keys(two, strlen(two), keys, 1, &n, err, sizeof(err)), 0);
+	ck_assert_ptr_nonnull(strstr(err, "more than 1"));
 }
 END_TEST
 
@@ -130,6 +191,8 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, test_env_and_flag_precedence);
 	tcase_add_test(tc, test_errors_name_the_option);
 	tcase_add_test(tc, test_help_and_usage_cover_every_flag);
+	tcase_add_test(tc, test_cluster_flags);
+	tcase_add_test(tc, test_cluster_keys);
 	suite_add_tcase(s, tc);
 	return s;
 }
