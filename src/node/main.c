@@ -12,6 +12,7 @@
 #include "http/keys.h"
 #include "http/server.h"
 #include "node/config.h"
+#include "node/node.h"
 #include "peer/admit.h"
 #include "util/log.h"
 #include "util/metrics.h"
@@ -306,6 +307,13 @@ int main(int argc, char **argv)
 	int err;
 
 	memset(&n, 0, sizeof(n));
+	if (argc >= 2 && strcmp(argv[1], "keygen") == 0) {
+		if (argc != 3) {
+			fprintf(stderr, "usage: llmlimitd keygen FILE\n");
+			return 2;
+		}
+		return node_keygen(argv[2]);
+	}
 	if (config_parse_args(argc, argv, env_lookup, &n.cfg, errbuf, sizeof(errbuf)) < 0) {
 		fprintf(stderr, "llmlimitd: %s\n", errbuf);
 		return 2;
