@@ -91,6 +91,7 @@ struct members_update {
 	char host[MEMBERS_HOST_MAX + 1];
 	uint16_t port;       /* gossip port */
 	uint16_t peer_port;  /* peer RPC port (src/peer) */
+	uint16_t http_port;  /* client HTTP port, for GET /cluster; 0: not told */
 	uint8_t state;       /* enum members_state */
 	uint64_t incarnation;
 };
@@ -163,6 +164,7 @@ struct members_config {
 	const char *host;          /* advertised gossip host */
 	uint16_t port;             /* advertised gossip port */
 	uint16_t peer_port;
+	uint16_t http_port;        /* client HTTP; 0: not told */
 	uint64_t incarnation;      /* initial: wall-clock seconds (see above) */
 	uint64_t rng_seed;         /* seeds the probe order and random picks; any value */
 	const struct members_seed *seeds;  /* copied */
@@ -192,7 +194,7 @@ void members_config_default(struct members_config *cfg);
 struct members_info {
 	char id[MEMBERS_ID_MAX + 1];
 	char host[MEMBERS_HOST_MAX + 1];
-	uint16_t port, peer_port;
+	uint16_t port, peer_port, http_port;
 	enum members_state state;
 	uint64_t incarnation;
 	uint64_t last_seen_ms;   /* now_ms of the last message from it; 0: never */
