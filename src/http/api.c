@@ -2,8 +2,9 @@
  *
  * Order of checks: route (404) -> method (405) -> auth (401) -> body (400) -> admission (429,
  * 503) -> the mock backend (200). Responses are built into two buffers the api reuses for every
- * response (http_exchange_respond copies them), so the request path allocates only the parsed
- * JSON and one small context per admission. */
+ * response (http_exchange_respond copies them), and admission contexts are reused too, so a
+ * plain chat request allocates only the copy of its model name (openai.h's fast path; other
+ * bodies also get jansson's tree). */
 #include "http/api.h"
 
 #include <errno.h>
@@ -24,12 +25,13 @@
 #include "util/metrics.h"
 
 enum api_ep {
-	EP_CHAT, EP_COMPLETIONS, EP_EMBEDDINGS, EP_MODELS, EP_HEALTHZ, EP_METRICS, EP_OTHER,
-	EP_COUNT
+	EP_CHAT, EP_COMPLETIONS, EP_EMBEDDINGS, EP_MODELS, EP_HEALTHZ, EP_METRICS, EP_READYZ,
+	EP_CLUSTER, EP_OTHER, EP_COUNT
 };
 
 static const char *const ep_label[EP_COUNT] = {
-	"chat_completions", "completions", "embeddings", "models", "healthz", "metrics", "other"
+	"chat_completions", "completions", "embeddings", "models", "healthz", "metrics", "readyz",
+	"cluster", "other"
 };
 
 /* Statuses whose request counters are cached; others are looked up by name when they occur. */
@@ -54,6 +56,8 @@ struct api {
 	struct metrics_histogram *duration[EP_COUNT];
 	struct metrics_counter *ratelimited[WINDOW_DIMS];
 	struct metrics_counter *tokens_in, *tokens_out;
+	struct api_call *spare;  /* finished calls kept for reuse, linked by next */
+	size_t nspare;
 };
 
 /* One request between admit_check() and its callback. Owned by the api until the callback. */
@@ -65,7 +69,12 @@ struct api_call {
 	struct admit_request areq;   /* the key and what was charged */
 	uint64_t cap;                /* output tokens per choice */
 	uint32_t choices;
+	struct api_call *next;       /* api->spare */
 };
+
+/* Finished calls kept for reuse: calloc bypasses glibc's per-thread cache, and a call is
+ * allocated for every request. */
+#define SPARE_CALLS_MAX 256
 
 int api_new(struct api **out, const struct api_deps *deps)
 {
@@ -103,8 +112,14 @@ int api_new(struct api **out, const struct api_deps *deps)
  * today's local admitter the callbacks run inside admit_check(), so none is ever pending. */
 void api_free(struct api *a)
 {
+	struct api_call *c;
+
 	if (!a)
 		return;
+	while ((c = a->spare)) {
+		a->spare = c->next;
+		free(c);
+	}
 	buf_close(&a->body);
 	buf_close(&a->hdr);
 	free(a);
@@ -125,12 +140,12 @@ static struct metrics_counter *requests_counter(struct api *a, enum api_ep ep, i
 
 	if (!a->deps.metrics)
 		return NULL;
-	snprintf(labels, sizeof(labels), "endpoint=\"%s\",status=\"%d\"", ep_label[ep], status);
 	for (i = 0; i < NSTATUS; i++)
 		if (cached_status[i] == status)
 			break;
 	if (i < NSTATUS && a->requests[ep][i])
 		return a->requests[ep][i];
+	snprintf(labels, sizeof(labels), "endpoint=\"%s\",status=\"%d\"", ep_label[ep], status);
 	c = metrics_counter(a->deps.metrics, "llmlimit_http_requests_total",
 			    "HTTP requests answered, by endpoint and status", labels);
 	if (i < NSTATUS)
@@ -216,6 +231,8 @@ static enum api_ep route(const struct http_request *r, enum http_method_id *meth
 		{ "/v1/models", EP_MODELS, HTTP_M_GET },
 		{ "/healthz", EP_HEALTHZ, HTTP_M_GET },
 		{ "/metrics", EP_METRICS, HTTP_M_GET },
+		{ "/readyz", EP_READYZ, HTTP_M_GET },
+		{ "/cluster", EP_CLUSTER, HTTP_M_GET },
 	};
 	size_t i;
 
@@ -275,6 +292,29 @@ static void send_bad_key(struct api *a, struct http_exchange *ex, enum api_ep ep
 	snprintf(msg, sizeof(msg), "Incorrect API key provided: %s. Use a key listed in the "
 		 "llmlimit keys file.", shown);
 	send_error(a, ex, ep, 401, msg, "invalid_request_error", NULL, "invalid_api_key");
+}
+
+static struct api_call *call_new(struct api *a)
+{
+	struct api_call *c = a->spare;
+
+	if (!c)
+		return calloc(1, sizeof(*c));
+	a->spare = c->next;
+	a->nspare--;
+	memset(c, 0, sizeof(*c));
+	return c;
+}
+
+static void call_free(struct api *a, struct api_call *c)
+{
+	if (a->nspare >= SPARE_CALLS_MAX) {
+		free(c);
+		return;
+	}
+	c->next = a->spare;
+	a->spare = c;
+	a->nspare++;
 }
 
 /* ---- after the decision ---- */
@@ -408,7 +448,7 @@ static void on_decision(void *ctx, int err, const struct window_verdict *v)
 			answer(a, c->ex, c->ep, 429, JSON_TYPE, false);
 	}
 	openai_request_close(&c->req);
-	free(c);
+	call_free(a, c);
 }
 
 /* ---- the handler ---- */
@@ -418,6 +458,28 @@ static void handle_ops(struct api *a, struct http_exchange *ex, enum api_ep ep)
 	reset(a);
 	if (ep == EP_HEALTHZ) {
 		if (buf_puts(&a->body, "{\"status\":\"ok\"}\n") < 0)
+			send_oom(a, ex, ep);
+		else
+			answer(a, ex, ep, 200, JSON_TYPE, false);
+		return;
+	}
+	if (ep == EP_READYZ) {
+		bool ready = !a->deps.ready || a->deps.ready(a->deps.ops_arg);
+
+		if (buf_puts(&a->body, ready ? "{\"status\":\"ready\"}\n" :
+			     "{\"status\":\"joining\"}\n") < 0)
+			send_oom(a, ex, ep);
+		else
+			answer(a, ex, ep, ready ? 200 : 503, JSON_TYPE, false);
+		return;
+	}
+	if (ep == EP_CLUSTER) {
+		const struct http_request *r = http_exchange_request(ex);
+
+		if (!a->deps.cluster_json)
+			send_error(a, ex, ep, 404, "This node runs alone: start it with --peer-listen "
+				   "to form a cluster.", "invalid_request_error", NULL, NULL);
+		else if (a->deps.cluster_json(a->deps.ops_arg, r->query, r->query_len, &a->body) < 0)
 			send_oom(a, ex, ep);
 		else
 			answer(a, ex, ep, 200, JSON_TYPE, false);
@@ -468,7 +530,7 @@ static bool admissible(struct api *a, struct http_exchange *ex, enum api_ep ep,
 		(void)buf_puts(&a->hdr, method == HTTP_M_POST ? "allow: POST\r\n" :
 				"allow: GET\r\n");
 		send_error(a, ex, ep, 405, msg, "invalid_request_error", NULL, NULL);
-	} else if (ep == EP_HEALTHZ || ep == EP_METRICS) {
+	} else if (ep == EP_HEALTHZ || ep == EP_METRICS || ep == EP_READYZ || ep == EP_CLUSTER) {
 		handle_ops(a, ex, ep);
 	} else if (!bearer(r, key, key_len)) {
 		send_error(a, ex, ep, 401, "You didn't provide an API key. You need to provide "
@@ -497,7 +559,7 @@ void api_handle(void *app, struct http_exchange *ex)
 	reset(a);
 	if (!admissible(a, ex, ep, method, &key, &key_len, &lim))
 		return;
-	if (!(c = calloc(1, sizeof(*c)))) {
+	if (!(c = call_new(a))) {
 		send_oom(a, ex, ep);
 		return;
 	}
@@ -505,7 +567,7 @@ void api_handle(void *app, struct http_exchange *ex)
 	c->ex = ex;
 	c->ep = ep;
 	if (ep != EP_MODELS && !parse_body(a, c, r)) {
-		free(c);
+		call_free(a, c);
 		return;
 	}
 	memcpy(c->areq.key, key, key_len);

@@ -4,7 +4,10 @@
 #ifndef LLMLIMIT_HTTP_API_H
 #define LLMLIMIT_HTTP_API_H
 
+#include <stdbool.h>
 #include <stdio.h>
+
+#include "util/buf.h"
 
 #include "http/keys.h"
 #include "http/server.h"
@@ -22,6 +25,11 @@ struct api_deps {
 	/* When non-NULL, one line per admission and per reconciliation, for audits and the
 	 * exactness tests (see docs/OPERATIONS.md). Borrowed. */
 	FILE *admission_log;
+	/* GET /readyz: true once the node can serve (joined its cluster). NULL: always ready. */
+	bool (*ready)(void *arg);
+	/* GET /cluster[?query]: appends the cluster view as JSON. NULL: 404 (single node). */
+	int (*cluster_json)(void *arg, const char *query, size_t query_len, struct buf *out);
+	void *ops_arg;
 	/* Monotonic milliseconds for the admission log (the same clock as the windows). */
 	uint64_t (*now_ms)(void *arg);
 	void *now_arg;

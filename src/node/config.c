@@ -70,6 +70,8 @@ const char config_usage[] =
 	"\n"
 	"\n"
 	"  llmlimitd keygen FILE     write a new random cluster key to FILE (mode 0600) and exit\n"
+	"  llmlimitd healthcheck [URL]  GET URL (default http://127.0.0.1:8000/readyz); exit 0 on\n"
+	"                            a 2xx answer, else 1 (container health checks)\n"
 	"\n"
 	"Signals: SIGHUP reloads the keys file; SIGTERM and SIGINT stop gracefully.\n"
 	"Endpoints: POST /v1/chat/completions, /v1/completions, /v1/embeddings; GET /v1/models,\n"

@@ -42,6 +42,7 @@ struct node {
 	struct metrics *metrics;
 	struct api *api;
 	struct http_server *server;
+	struct node_cluster *cluster;   /* NULL: a single node */
 	FILE *admission_log;
 	uv_signal_t sighup, sigterm, sigint;
 	uv_timer_t tick;
@@ -56,6 +57,20 @@ static uint64_t node_now_ms(void *arg)
 	struct node *n = arg;
 
 	return uv_now(n->loop);
+}
+
+static bool node_ready(void *arg)
+{
+	struct node *n = arg;
+
+	return !n->cluster || node_cluster_ready(n->cluster);
+}
+
+static int node_cluster_view(void *arg, const char *query, size_t query_len, struct buf *out)
+{
+	struct node *n = arg;
+
+	return node_cluster_json(n->cluster, query, query_len, out);
 }
 
 static void collect_metrics(void *arg)
@@ -149,11 +164,16 @@ static void on_server_drained(void *arg)
 	struct node *n = arg;
 
 	log_info("msg=\"stopped\"");
-	/* Closing the last handles lets uv_run return. */
-	close_handle((uv_handle_t *)&n->tick);
-	close_handle((uv_handle_t *)&n->sighup);
-	close_handle((uv_handle_t *)&n->sigterm);
-	close_handle((uv_handle_t *)&n->sigint);
+	/* Gossip and peer handles stay active until freed: stop the loop and let teardown close
+	 * everything in order. */
+	uv_stop(n->loop);
+}
+
+static void drain_http(void *arg)
+{
+	struct node *n = arg;
+
+	http_server_shutdown(n->server, n->cfg.shutdown_grace_ms, on_server_drained, n);
 }
 
 static void on_sigterm(uv_signal_t *h, int signum)
@@ -167,7 +187,11 @@ static void on_sigterm(uv_signal_t *h, int signum)
 	}
 	n->stopping = true;
 	log_info("msg=\"stopping\" signal=%d grace_ms=%u", signum, n->cfg.shutdown_grace_ms);
-	http_server_shutdown(n->server, n->cfg.shutdown_grace_ms, on_server_drained, n);
+	/* Leave first, so peers stop routing keys here while in-flight requests finish. */
+	if (n->cluster)
+		node_cluster_leave(n->cluster, drain_http, n);
+	else
+		drain_http(n);
 }
 
 static void on_tick(uv_timer_t *t)
@@ -225,11 +249,22 @@ static int build(struct node *n)
 		return -EIO;
 	if ((err = window_table_new(&n->table, n->cfg.max_keys, seed)) < 0)
 		return err;
-	if ((err = admit_new(&n->admit, n->loop, n->table, NULL)) < 0)
-		return err;
 	if ((err = metrics_new(&n->metrics)) < 0)
 		return err;
 	register_metrics(n);
+	if (n->cfg.peer_port) {
+		char why[512];
+
+		err = node_cluster_start(&n->cluster, n->loop, &n->cfg, n->metrics,
+					 n->cfg.listen_port, why, sizeof(why));
+		if (err < 0) {
+			fprintf(stderr, "llmlimitd: %s\n", why);
+			return -ECANCELED;  /* already explained */
+		}
+	}
+	if ((err = admit_new(&n->admit, n->loop, n->table,
+			     n->cluster ? node_cluster_admit(n->cluster) : NULL)) < 0)
+		return err;
 	if (n->cfg.admission_log) {
 		n->admission_log = fopen(n->cfg.admission_log, "a");
 		if (!n->admission_log) {
@@ -248,6 +283,9 @@ static int build(struct node *n)
 	deps.collect_arg = n;
 	deps.admission_log = n->admission_log;
 	deps.now_ms = node_now_ms;
+	deps.ready = node_ready;
+	deps.cluster_json = n->cluster ? node_cluster_view : NULL;
+	deps.ops_arg = n;
 	deps.now_arg = n;
 	if ((err = api_new(&n->api, &deps)) < 0)
 		return err;
@@ -283,10 +321,13 @@ static void teardown(struct node *n)
 	close_handle((uv_handle_t *)&n->sighup);
 	close_handle((uv_handle_t *)&n->sigterm);
 	close_handle((uv_handle_t *)&n->sigint);
+	/* The admitter fails its checks still waiting for a peer (the api frees their contexts)
+	 * before the peer pool goes. */
+	admit_free(n->admit);
+	node_cluster_free(n->cluster);
 	/* Run the close callbacks (and any reload still in the pool) before freeing. */
 	uv_run(n->loop, UV_RUN_DEFAULT);
 	api_free(n->api);
-	admit_free(n->admit);
 	window_table_free(n->table);
 	keys_free(n->keys);
 	metrics_free(n->metrics);
@@ -314,6 +355,13 @@ int main(int argc, char **argv)
 		}
 		return node_keygen(argv[2]);
 	}
+	if (argc >= 2 && strcmp(argv[1], "healthcheck") == 0) {
+		if (argc > 3) {
+			fprintf(stderr, "usage: llmlimitd healthcheck [URL]\n");
+			return 2;
+		}
+		return node_healthcheck(argc == 3 ? argv[2] : "http://127.0.0.1:8000/readyz");
+	}
 	if (config_parse_args(argc, argv, env_lookup, &n.cfg, errbuf, sizeof(errbuf)) < 0) {
 		fprintf(stderr, "llmlimitd: %s\n", errbuf);
 		return 2;
@@ -333,7 +381,8 @@ int main(int argc, char **argv)
 	n.loop = uv_default_loop();
 	n.started_ms = uv_now(n.loop);
 	if ((err = build(&n)) < 0) {
-		if (err != -EADDRINUSE && err != -EACCES && err != -EADDRNOTAVAIL)
+		if (err != -EADDRINUSE && err != -EACCES && err != -EADDRNOTAVAIL &&
+		    err != -ECANCELED)
 			fprintf(stderr, "llmlimitd: start failed: %s\n", strerror(-err));
 		teardown(&n);
 		return 1;

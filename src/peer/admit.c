@@ -1,46 +1,437 @@
+/* admit.c — where a check is decided.
+ *
+ * Single node (cluster == NULL): every key is decided on this node's window table, the callback
+ * runs inside admit_check(), and admit_adjust() reconciles on the same table.
+ *
+ * Cluster. The decider of a key is its owner in this node's ring view (ring_owner). This node:
+ * decided here at once. Another node: forwarded with peer_check(hops = 0); the callback runs
+ * when the owner's verdict comes back, with the owner's remaining/reset figures, so the HTTP
+ * layer writes the headers the owner would.
+ *
+ * Receiving a CHECK (this node is the admitter's CHECK handler on the peer pool), with hops h:
+ *   - we own the key in our view: decide here;
+ *   - we do not, and h < max_hops: forward it to the owner in our view with h + 1 and relay the
+ *     answer back (in a later reply batch);
+ *   - we do not, and h >= max_hops: decide here anyway.
+ * Why. Views disagree only while a membership change spreads (about a gossip round). A check
+ * then crosses at most max_hops + 1 nodes after its origin and the last one decides, so a
+ * check never loops, and over-admission is confined to keys whose ownership is contested
+ * during that window: at worst each of the max_hops + 1 deciders admits up to the key's limit
+ * on its own counters. With max_hops = 1 (the default), a node that has heard of a join or a
+ * death before the origin did still gets the check to the right owner.
+ *
+ * Owner unreachable (peer_check refused, or failed with -EIO/-ETIMEDOUT, or the owner answered
+ * "busy"/"internal error"/"hop limit"): cluster->owner_failure decides.
+ *   LOCAL  decide on this node's own window table. It is the same table the node decides its
+ *          own keys on, used as the fallback window: a key this node does not own is only there
+ *          while its owner is unreachable, it never conflicts with an owned key (a key has one
+ *          owner per view), and it expires 61 s after its last charge like any other. While the
+ *          owner is away each node that cannot reach it enforces the limit on its own, so a
+ *          partition of k sides admits at most k times the limit: bounded, and it keeps
+ *          serving.
+ *   DENY   the callback gets -EIO (the API answers 503): fail closed.
+ *   ALLOW  a synthetic allowed verdict (limits from the request, remaining = limit - amount,
+ *          nothing counted) whose bucket is ADMIT_NO_TICKET, so its later adjust is a no-op.
+ * A relaying node applies the same policy when it cannot reach the owner, and answers the
+ * origin with the outcome (DENY becomes "busy", which the origin maps to its own DENY).
+ *
+ * Adjust routing. The HTTP layer hands back only the key and the verdict's bucket, so an ADJUST
+ * goes to the key's owner at adjust time, which is the node that decided unless ownership moved
+ * in between. If it moved, the new owner applies the delta to its own window for the key when it
+ * has one (a refund on a bucket it does not count is a no-op, -ENOENT is ignored, and a positive
+ * delta is charged: the work was done). A receiver never forwards an ADJUST (the message has no
+ * hop count, so it could bounce between two disagreeing views). When the owner cannot be
+ * reached the delta is applied here, which is where a LOCAL fallback charge was made.
+ *
+ * Lifetime: the admitter registers itself as the pool's CHECK and ADJUST handler, so free it
+ * before the pool (admit_free() unregisters, cancels its forwarded checks in the pool and fails
+ * them with -ECANCELED). Metrics, in the pool's registry: llmlimit_peer_checks_relayed_total,
+ * llmlimit_peer_checks_hop_limited_total, llmlimit_peer_owner_unreachable_total{policy}. */
 #include "peer/admit.h"
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include <uv.h>
 
-struct admit {
-	uv_loop_t *loop;             /* borrowed */
-	struct window_table *table;  /* borrowed */
+#include "gossip/ring.h"
+#include "peer/peer.h"
+#include "util/metrics.h"
+
+/* The bucket of a verdict nothing was charged for (owner_failure = allow): its adjust is a
+ * no-op. Real tickets are uv_now() / 1000 of the owner, which is 0 only in the first second
+ * of a machine's uptime. */
+#define ADMIT_NO_TICKET 0u
+#define ADMIT_FREE_MAX 1024  /* spare forward records kept for reuse */
+
+/* A check waiting for another node: one this node's HTTP layer asked (origin) or one it relays
+ * for the node that forwarded it. */
+struct admit_fwd {
+	struct admit_fwd *prev, *next;  /* a->pending; the free list uses next only */
+	struct admit *a;
+	uint64_t peer_req;              /* the pool's request id, for peer_cancel() */
+	bool relay;
+	admit_cb cb;                    /* origin */
+	void *ctx;
+	uint64_t conn_id;               /* relay: where the answer goes */
+	uint64_t check_id;              /* relay: the forwarder's request id */
+	struct admit_request req;
 };
+
+struct admit {
+	uv_loop_t *loop;                /* borrowed */
+	struct window_table *table;     /* borrowed */
+	bool clustered;
+	struct admit_cluster cl;        /* copied; what it points to is borrowed */
+	struct admit_fwd pending;       /* sentinel of the pending list */
+	struct admit_fwd *spare;
+	size_t nspare;
+	struct metrics_counter *m_relayed, *m_hop_limited;
+	struct metrics_counter *m_unreachable[3];
+};
+
+/* ---- verdicts ---- */
+
+static int decide_local(struct admit *a, const struct admit_request *req,
+			struct window_verdict *v)
+{
+	return window_table_admit(a->table, req->key, req->key_len, req->limit, req->amount,
+				  uv_now(a->loop), v);
+}
+
+static void synthetic_allow(const struct admit_request *req, struct window_verdict *v)
+{
+	memset(v, 0, sizeof(*v));
+	v->allowed = true;
+	v->denied_dim = -1;
+	for (int d = 0; d < WINDOW_DIMS; d++) {
+		v->limit[d] = req->limit[d];
+		if (req->limit[d] == WINDOW_UNLIMITED)
+			v->remaining[d] = WINDOW_UNLIMITED;
+		else
+			v->remaining[d] = req->limit[d] > req->amount[d] ?
+					  req->limit[d] - req->amount[d] : 0;
+	}
+	v->bucket = ADMIT_NO_TICKET;
+}
+
+/* The owner could not decide: apply --owner-failure. 0 with *v, or -EIO (deny), or a table
+ * error (local). */
+static int owner_failed(struct admit *a, const struct admit_request *req,
+			struct window_verdict *v)
+{
+	enum admit_owner_failure pol = a->cl.owner_failure;
+
+	metrics_counter_add(a->m_unreachable[pol <= ADMIT_FAIL_ALLOW ? pol : 0], 1);
+	switch (pol) {
+	case ADMIT_FAIL_DENY:
+		return -EIO;
+	case ADMIT_FAIL_ALLOW:
+		synthetic_allow(req, v);
+		return 0;
+	case ADMIT_FAIL_LOCAL:
+	default:
+		return decide_local(a, req, v);
+	}
+}
+
+/* 0 with *v for a verdict; -ENOSPC, -EINVAL for the owner's own errors; -EAGAIN for answers
+ * that mean "the owner could not decide" (busy, internal, hop limit, unknown status). */
+static int verdict_of(const struct wire_check_reply *r, struct window_verdict *v)
+{
+	switch (r->status) {
+	case WIRE_STATUS_ALLOWED:
+	case WIRE_STATUS_DENIED:
+		v->allowed = r->status == WIRE_STATUS_ALLOWED;
+		v->denied_dim = r->denied_dim;
+		v->never_fits = r->never_fits;
+		memcpy(v->limit, r->limit, sizeof(v->limit));
+		memcpy(v->used, r->used, sizeof(v->used));
+		memcpy(v->remaining, r->remaining, sizeof(v->remaining));
+		memcpy(v->reset_ms, r->reset_ms, sizeof(v->reset_ms));
+		v->retry_after_ms = r->retry_after_ms;
+		v->bucket = r->bucket;
+		return 0;
+	case WIRE_STATUS_ERR_FULL:
+		return -ENOSPC;
+	case WIRE_STATUS_ERR_INVALID:
+		return -EINVAL;
+	default:
+		return -EAGAIN;
+	}
+}
+
+static void reply_of(uint64_t id, int err, const struct window_verdict *v,
+		     struct wire_check_reply *r)
+{
+	memset(r, 0, sizeof(*r));
+	r->id = id;
+	r->denied_dim = -1;
+	if (err) {
+		r->status = err == -ENOSPC ? WIRE_STATUS_ERR_FULL :
+			    err == -EINVAL ? WIRE_STATUS_ERR_INVALID :
+			    err == -ENOMEM ? WIRE_STATUS_ERR_INTERNAL : WIRE_STATUS_ERR_BUSY;
+		return;
+	}
+	r->status = v->allowed ? WIRE_STATUS_ALLOWED : WIRE_STATUS_DENIED;
+	r->denied_dim = (int8_t)v->denied_dim;
+	r->never_fits = v->never_fits;
+	memcpy(r->limit, v->limit, sizeof(r->limit));
+	memcpy(r->used, v->used, sizeof(r->used));
+	memcpy(r->remaining, v->remaining, sizeof(r->remaining));
+	memcpy(r->reset_ms, v->reset_ms, sizeof(r->reset_ms));
+	r->retry_after_ms = v->retry_after_ms;
+	r->bucket = v->bucket;
+}
+
+/* The node deciding `key` in this node's view, or NULL for this node (also when the ring is
+ * empty: a node that knows no members yet decides alone). */
+static const char *owner_of(const struct admit *a, const void *key, size_t len)
+{
+	int idx = ring_owner(a->cl.ring, key, len);
+	const char *id;
+
+	if (idx < 0)
+		return NULL;
+	id = ring_id(a->cl.ring, (size_t)idx);
+	return strcmp(id, a->cl.self_id) == 0 ? NULL : id;
+}
+
+/* ---- forward records ---- */
+
+static struct admit_fwd *fwd_get(struct admit *a)
+{
+	struct admit_fwd *f = a->spare;
+
+	if (f) {
+		a->spare = f->next;
+		a->nspare--;
+	} else if (!(f = malloc(sizeof(*f)))) {
+		return NULL;
+	}
+	f->a = a;
+	f->peer_req = 0;
+	f->next = a->pending.next;
+	f->prev = &a->pending;
+	a->pending.next->prev = f;
+	a->pending.next = f;
+	return f;
+}
+
+static void fwd_put(struct admit *a, struct admit_fwd *f)
+{
+	f->prev->next = f->next;
+	f->next->prev = f->prev;
+	if (a->nspare >= ADMIT_FREE_MAX) {
+		free(f);
+		return;
+	}
+	f->next = a->spare;
+	a->spare = f;
+	a->nspare++;
+}
+
+/* The forwarded check f is over: err 0 with the owner's reply r, or a transport error. */
+static void fwd_done(struct admit_fwd *f, int err, const struct wire_check_reply *r)
+{
+	struct admit *a = f->a;
+	admit_cb cb = f->cb;
+	void *ctx = f->ctx;
+	struct window_verdict v;
+	struct wire_check_reply out;
+
+	if (!err)
+		err = verdict_of(r, &v);
+	if (err && err != -ENOSPC && err != -EINVAL && err != -ECANCELED)
+		err = owner_failed(a, &f->req, &v);
+	if (f->relay) {
+		/* -ECANCELED: the pool is going away, and with it the connection to answer on. */
+		if (err != -ECANCELED) {
+			reply_of(f->check_id, err, &v, &out);
+			(void)peer_reply(a->cl.peers, f->conn_id, &out);
+		}
+		fwd_put(a, f);
+		return;
+	}
+	/* Recycled before the callback, which may check again and reuse the record. */
+	fwd_put(a, f);
+	cb(ctx, err, err ? NULL : &v);
+}
+
+static void on_peer_reply(void *ctx, int err, const struct wire_check_reply *r)
+{
+	fwd_done(ctx, err, r);
+}
+
+static void forward(struct admit_fwd *f, const char *owner, uint8_t hops)
+{
+	struct admit *a = f->a;
+	int err = peer_check(a->cl.peers, owner, &f->req, hops, on_peer_reply, f, &f->peer_req);
+
+	if (err)
+		fwd_done(f, err, NULL);
+}
+
+/* ---- the owner's side: CHECK and ADJUST handlers on the pool ---- */
+
+static void on_check_msg(void *arg, const struct peer_from *from, const struct wire_msg *m)
+{
+	struct admit *a = arg;
+
+	for (size_t i = 0; i < m->n; i++) {
+		const struct wire_check *c = &m->checks[i];
+		struct wire_check_reply out;
+		struct window_verdict v;
+		const char *owner = owner_of(a, c->key, c->key_len);
+		struct admit_fwd *f;
+		int err;
+
+		if (owner && c->hops < a->cl.max_hops && (f = fwd_get(a))) {
+			f->relay = true;
+			f->conn_id = from->conn_id;
+			f->check_id = c->id;
+			memcpy(f->req.key, c->key, c->key_len);
+			f->req.key_len = (uint16_t)c->key_len;
+			memcpy(f->req.limit, c->limit, sizeof(f->req.limit));
+			memcpy(f->req.amount, c->amount, sizeof(f->req.amount));
+			metrics_counter_add(a->m_relayed, 1);
+			forward(f, owner, (uint8_t)(c->hops + 1));
+			continue;
+		}
+		if (owner)
+			metrics_counter_add(a->m_hop_limited, 1);
+		/* The codec bounds key_len by WIRE_KEY_MAX == WINDOW_KEY_MAX. */
+		err = window_table_admit(a->table, c->key, c->key_len, c->limit, c->amount,
+					 uv_now(a->loop), &v);
+		reply_of(c->id, err, &v, &out);
+		(void)peer_reply(a->cl.peers, from->conn_id, &out);
+	}
+}
+
+static void on_adjust_msg(void *arg, const struct peer_from *from, const struct wire_msg *m)
+{
+	struct admit *a = arg;
+	uint64_t now = uv_now(a->loop);
+
+	(void)from;
+	for (size_t i = 0; i < m->n; i++) {
+		const struct wire_adjust *j = &m->adjusts[i];
+
+		if (j->bucket != ADMIT_NO_TICKET)
+			(void)window_table_adjust(a->table, j->key, j->key_len, j->bucket,
+						  j->delta, now);
+	}
+}
+
+/* ---- the contract ---- */
+
+static void register_metrics(struct admit *a)
+{
+	static const char *const pol[3] = { "policy=\"local\"", "policy=\"deny\"",
+					    "policy=\"allow\"" };
+	struct metrics *m = peer_pool_metrics(a->cl.peers);
+
+	if (!m)
+		return;
+	a->m_relayed = metrics_counter(m, "llmlimit_peer_checks_relayed_total",
+				       "Forwarded checks sent on because this node's view names "
+				       "another owner", "");
+	a->m_hop_limited = metrics_counter(m, "llmlimit_peer_checks_hop_limited_total",
+					   "Forwarded checks decided here at the hop limit though "
+					   "this node's view names another owner", "");
+	for (int i = 0; i < 3; i++)
+		a->m_unreachable[i] = metrics_counter(m, "llmlimit_peer_owner_unreachable_total",
+						      "Checks whose owner could not decide, by "
+						      "--owner-failure policy applied", pol[i]);
+}
 
 int admit_new(struct admit **out, uv_loop_t *loop, struct window_table *table,
 	      const struct admit_cluster *cluster)
 {
-	struct admit *a = calloc(1, sizeof(*a));
+	struct admit *a;
 
-	if (!a)
+	if (cluster && (!cluster->self_id || !cluster->ring || !cluster->peers))
+		return -EINVAL;
+	if (!(a = calloc(1, sizeof(*a))))
 		return -ENOMEM;
 	a->loop = loop;
 	a->table = table;
-	(void)cluster;
+	a->pending.next = a->pending.prev = &a->pending;
+	if (cluster) {
+		a->clustered = true;
+		a->cl = *cluster;
+		register_metrics(a);
+		(void)peer_pool_on(cluster->peers, WIRE_MSG_CHECK, on_check_msg, a);
+		(void)peer_pool_on(cluster->peers, WIRE_MSG_ADJUST, on_adjust_msg, a);
+	}
 	*out = a;
 	return 0;
 }
 
 void admit_free(struct admit *a)
 {
+	struct admit_fwd *f;
+
+	if (!a)
+		return;
+	if (a->clustered) {
+		(void)peer_pool_on(a->cl.peers, WIRE_MSG_CHECK, NULL, NULL);
+		(void)peer_pool_on(a->cl.peers, WIRE_MSG_ADJUST, NULL, NULL);
+	}
+	while ((f = a->pending.next) != &a->pending) {
+		admit_cb cb = f->cb;
+		void *ctx = f->ctx;
+		bool relay = f->relay;
+
+		(void)peer_cancel(a->cl.peers, f->peer_req);
+		f->prev->next = f->next;
+		f->next->prev = f->prev;
+		free(f);
+		if (!relay)
+			cb(ctx, -ECANCELED, NULL);
+	}
+	while ((f = a->spare)) {
+		a->spare = f->next;
+		free(f);
+	}
 	free(a);
 }
 
 void admit_check(struct admit *a, const struct admit_request *req, admit_cb cb, void *ctx)
 {
 	struct window_verdict v;
+	struct admit_fwd *f;
+	const char *owner;
 	int err;
 
-	err = window_table_admit(a->table, req->key, req->key_len, req->limit, req->amount,
-				 uv_now(a->loop), &v);
-	cb(ctx, err, err ? NULL : &v);
+	if (!a->clustered || !(owner = owner_of(a, req->key, req->key_len))) {
+		err = decide_local(a, req, &v);
+		cb(ctx, err, err ? NULL : &v);
+		return;
+	}
+	if (!(f = fwd_get(a))) {
+		cb(ctx, -ENOMEM, NULL);
+		return;
+	}
+	f->relay = false;
+	f->cb = cb;
+	f->ctx = ctx;
+	f->req = *req;
+	forward(f, owner, 0);
 }
 
 void admit_adjust(struct admit *a, const char *key, size_t key_len, uint32_t bucket,
 		  const int64_t delta[WINDOW_DIMS])
 {
+	const char *owner;
+
+	if (a->clustered) {
+		if (bucket == ADMIT_NO_TICKET)
+			return;
+		owner = owner_of(a, key, key_len);
+		if (owner && peer_adjust(a->cl.peers, owner, key, key_len, bucket, delta) == 0)
+			return;
+	}
 	/* -ENOENT means the window already forgot the charge: nothing left to reconcile. */
 	(void)window_table_adjust(a->table, key, key_len, bucket, delta, uv_now(a->loop));
 }
