@@ -185,6 +185,7 @@ int node_cluster_start(struct node_cluster **out, uv_loop_t *loop, const struct 
 	pc.keyring = c->keyring;
 	pc.metrics = metrics;
 	pc.request_timeout_ms = cfg->peer_timeout_ms;
+	pc.max_batch = cfg->peer_batch_max;
 	if ((err = peer_pool_new(&c->peers, loop, &pc)) < 0)
 		return fail(errbuf, errlen, err, "peer pool: %s", strerror(-err));
 	if ((err = peer_pool_listen(c->peers, cfg->peer_host, cfg->peer_port)) < 0)

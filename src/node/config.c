@@ -58,6 +58,8 @@ const char config_usage[] =
 	"                            [LLMLIMIT_OWNER_FAILURE] (default local)\n"
 	"  --peer-timeout-ms N       how long a forwarded check may take before the owner counts\n"
 	"                            as unreachable [LLMLIMIT_PEER_TIMEOUT_MS] (default 250)\n"
+	"  --peer-batch-max N        most checks per node-to-node frame (default 1024); 1 turns\n"
+	"                            batching off, for measuring it [LLMLIMIT_PEER_BATCH_MAX]\n"
 	"\n"
 	"Operations:\n"
 	"  --admission-log FILE      append one line per admission and reconciliation (audits,\n"
@@ -99,6 +101,7 @@ static const struct opt opts[] = {
 	{"cluster-key-file", "LLMLIMIT_CLUSTER_KEY_FILE", OPT_STR, OFF(cluster_key_file), 0, 0},
 	{"owner-failure", "LLMLIMIT_OWNER_FAILURE", OPT_POLICY, OFF(owner_failure), 0, 0},
 	{"peer-timeout-ms", "LLMLIMIT_PEER_TIMEOUT_MS", OPT_U32, OFF(peer_timeout_ms), 1, 60000},
+	{"peer-batch-max", "LLMLIMIT_PEER_BATCH_MAX", OPT_U32, OFF(peer_batch_max), 1, 1024},
 	{"keys", "LLMLIMIT_KEYS", OPT_STR, OFF(keys_path), 0, 0},
 	{"max-keys", "LLMLIMIT_MAX_KEYS", OPT_U64, OFF(max_keys), 1, 1000000000},
 	{"max-body-bytes", "LLMLIMIT_MAX_BODY_BYTES", OPT_SIZE, OFF(http.max_body_bytes), 1,

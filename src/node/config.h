@@ -28,6 +28,7 @@ struct config {
 	const char *cluster_key_file;
 	int owner_failure;              /* enum admit_owner_failure */
 	uint32_t peer_timeout_ms;
+	uint32_t peer_batch_max;        /* checks per frame; 0 = protocol maximum */
 	bool help;
 	bool version;
 };

@@ -485,6 +485,10 @@ int peer_pool_new(struct peer_pool **out, uv_loop_t *loop, const struct peer_con
 	buf_init(&p->plain);
 	p->tab_cap = 16;
 	p->tab = calloc(p->tab_cap, sizeof(*p->tab));
+	p->batch_max = cfg->max_batch && cfg->max_batch < WIRE_CHECK_BATCH_MAX ? cfg->max_batch :
+		       WIRE_CHECK_BATCH_MAX;
+	p->reply_batch_max = cfg->max_batch && cfg->max_batch < WIRE_REPLY_BATCH_MAX ?
+			     cfg->max_batch : WIRE_REPLY_BATCH_MAX;
 	p->checks = calloc(WIRE_CHECK_BATCH_MAX, sizeof(*p->checks));
 	p->adjusts = calloc(WIRE_ADJUST_BATCH_MAX, sizeof(*p->adjusts));
 	p->rbuf = malloc(PEER__READ_BUF);

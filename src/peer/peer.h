@@ -94,6 +94,9 @@ struct peer_config {
 	uint32_t max_pending;
 	uint32_t max_incoming;
 	uint32_t max_unsent;
+	/* Most checks (and replies) per frame; 0 = the protocol's maximum. 1 turns batching off,
+	 * which exists only to measure what batching buys (scripts/bench-cluster). */
+	uint32_t max_batch;
 };
 
 /* A node's connection state as peer_pool_state() reports it. */

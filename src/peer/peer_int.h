@@ -239,6 +239,8 @@ struct peer_pool {
 	struct buf enc;              /* scratch: one encoded message before sealing */
 	struct buf plain;            /* scratch: one opened frame while it is handled */
 	struct wire_check *checks;   /* scratch: a CHECK batch, WIRE_CHECK_BATCH_MAX */
+	size_t batch_max;            /* checks per CHECK frame (cfg.max_batch or the maximum) */
+	size_t reply_batch_max;      /* replies per CHECK_REPLY frame */
 	struct wire_adjust *adjusts; /* scratch: an ADJUST batch, WIRE_ADJUST_BATCH_MAX */
 	uint8_t *rbuf;               /* PEER__READ_BUF bytes */
 	bool rbuf_busy;

@@ -458,7 +458,7 @@ static int flush_checks(struct peer__node *n, struct peer__conn *c)
 		struct peer__list *l, *first = n->queue.next, *last = first;
 		size_t k = 0;
 
-		for (l = first; l != &n->queue && k < WIRE_CHECK_BATCH_MAX; l = l->next) {
+		for (l = first; l != &n->queue && k < p->batch_max; l = l->next) {
 			struct peer__req *r = peer__entry(l, struct peer__req, link);
 			struct wire_check *w = &p->checks[k++];
 
@@ -548,8 +548,8 @@ static void flush_conn(struct peer__conn *c)
 	while (off < c->nreplies) {
 		struct wire_msg m = { .type = WIRE_MSG_CHECK_REPLY, .replies = c->replies + off };
 
-		m.n = c->nreplies - off < WIRE_REPLY_BATCH_MAX ? c->nreplies - off :
-								 WIRE_REPLY_BATCH_MAX;
+		m.n = c->nreplies - off < p->reply_batch_max ? c->nreplies - off :
+							      p->reply_batch_max;
 		buf_reset(&p->enc);
 		if ((err = wire_encode(&m, &p->enc)) < 0 ||
 		    (err = peer__conn_seal(c, p->enc.data, p->enc.len)) < 0)

@@ -109,7 +109,8 @@ START_TEST(test_help_and_usage_cover_every_flag)
 		"--max-header-bytes", "--max-headers", "--read-timeout-ms", "--idle-timeout-ms",
 		"--max-connections", "--max-pipeline", "--admission-log", "--shutdown-grace-ms",
 		"--log-level", "--help", "--version", "--node-id", "--peer-listen", "--advertise",
-		"--seeds", "--cluster-key-file", "--owner-failure", "--peer-timeout-ms", "keygen"};
+		"--seeds", "--cluster-key-file", "--owner-failure", "--peer-timeout-ms",
+		"--peer-batch-max", "keygen", "healthcheck"};
 	struct config c;
 	char err[256];
 	size_t i;
