@@ -80,11 +80,16 @@ int node_healthcheck(const char *url)
 		return 1;
 	}
 	for (ai = res; ai && fd < 0; ai = ai->ai_next) {
+		int soerr = 0;
+		socklen_t sl = sizeof(soerr);
+
 		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 		if (fd < 0)
 			continue;
-		if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0 &&
-		    (errno != EINPROGRESS || wait_fd(fd, POLLOUT, &deadline) < 0)) {
+		/* A non-blocking connect reports its outcome through SO_ERROR once writable. */
+		if ((connect(fd, ai->ai_addr, ai->ai_addrlen) < 0 &&
+		     (errno != EINPROGRESS || wait_fd(fd, POLLOUT, &deadline) < 0)) ||
+		    getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0 || soerr != 0) {
 			close(fd);
 			fd = -1;
 		}
@@ -96,6 +101,7 @@ int node_healthcheck(const char *url)
 	}
 	n = snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n", path, host);
 	if (n < 0 || (size_t)n >= sizeof(req) || send(fd, req, (size_t)n, MSG_NOSIGNAL) != n) {
+		fprintf(stderr, "llmlimitd healthcheck: cannot send to %s:%s\n", host, port);
 		close(fd);
 		return 1;
 	}
