@@ -153,9 +153,10 @@ static void on_sighup(uv_signal_t *h, int signum)
 	start_reload(h->data);
 }
 
+/* Safe on handles never initialised (a start that failed before start_handles()). */
 static void close_handle(uv_handle_t *h)
 {
-	if (!uv_is_closing(h))
+	if (h->loop && !uv_is_closing(h))
 		uv_close(h, NULL);
 }
 
