@@ -214,6 +214,8 @@ int node_cluster_start(struct node_cluster **out, uv_loop_t *loop, const struct 
 	c->admit.peers = c->peers;
 	c->admit.owner_failure = (enum admit_owner_failure)cfg->owner_failure;
 	c->admit.max_hops = 1;
+	c->admit.replicas = (uint8_t)cfg->replicas;
+	c->admit.replicate_interval_ms = cfg->replicate_interval_ms;
 	log_info("msg=\"cluster started\" node_id=%s peer=%s:%u advertise=%s:%u seeds=%zu",
 		 c->self_id, cfg->peer_host, peer_pool_port(c->peers),
 		 gossip_advertise_host(c->gossip), gossip_advertise_port(c->gossip), c->nseeds);

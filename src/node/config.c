@@ -58,6 +58,12 @@ const char config_usage[] =
 	"                            [LLMLIMIT_OWNER_FAILURE] (default local)\n"
 	"  --peer-timeout-ms N       how long a forwarded check may take before the owner counts\n"
 	"                            as unreachable [LLMLIMIT_PEER_TIMEOUT_MS] (default 250)\n"
+	"  --replicas R              copies of each key's window, the owner's included: the owner\n"
+	"                            replicates to the next R-1 nodes in ring order, which take\n"
+	"                            over with that state when it dies [LLMLIMIT_REPLICAS]\n"
+	"                            (default 2; 1 turns replication and failover off)\n"
+	"  --replicate-interval-ms N how often changed windows are replicated, in batches\n"
+	"                            [LLMLIMIT_REPLICATE_INTERVAL_MS] (default 50)\n"
 	"  --peer-batch-max N        most checks per node-to-node frame (default 1024); 1 turns\n"
 	"                            batching off, for measuring it [LLMLIMIT_PEER_BATCH_MAX]\n"
 	"\n"
@@ -102,6 +108,9 @@ static const struct opt opts[] = {
 	{"owner-failure", "LLMLIMIT_OWNER_FAILURE", OPT_POLICY, OFF(owner_failure), 0, 0},
 	{"peer-timeout-ms", "LLMLIMIT_PEER_TIMEOUT_MS", OPT_U32, OFF(peer_timeout_ms), 1, 60000},
 	{"peer-batch-max", "LLMLIMIT_PEER_BATCH_MAX", OPT_U32, OFF(peer_batch_max), 1, 1024},
+	{"replicas", "LLMLIMIT_REPLICAS", OPT_U32, OFF(replicas), 1, 8},
+	{"replicate-interval-ms", "LLMLIMIT_REPLICATE_INTERVAL_MS", OPT_U32,
+	 OFF(replicate_interval_ms), 1, 10000},
 	{"keys", "LLMLIMIT_KEYS", OPT_STR, OFF(keys_path), 0, 0},
 	{"max-keys", "LLMLIMIT_MAX_KEYS", OPT_U64, OFF(max_keys), 1, 1000000000},
 	{"max-body-bytes", "LLMLIMIT_MAX_BODY_BYTES", OPT_SIZE, OFF(http.max_body_bytes), 1,
@@ -152,6 +161,8 @@ static void set_defaults(struct config *c)
 	c->max_keys = 2000000;
 	c->shutdown_grace_ms = 10000;
 	c->peer_timeout_ms = 250;
+	c->replicas = 2;
+	c->replicate_interval_ms = 50;
 	c->log_level = LOG_INFO;
 }
 

@@ -29,6 +29,8 @@ struct config {
 	int owner_failure;              /* enum admit_owner_failure */
 	uint32_t peer_timeout_ms;
 	uint32_t peer_batch_max;        /* checks per frame; 0 = protocol maximum */
+	uint32_t replicas;              /* copies of each key's window, owner included */
+	uint32_t replicate_interval_ms;
 	bool help;
 	bool version;
 };

@@ -14,6 +14,7 @@
 #include "node/config.h"
 #include "node/node.h"
 #include "peer/admit.h"
+#include "peer/replica.h"
 #include "util/log.h"
 #include "util/metrics.h"
 #include "window/table.h"
@@ -23,6 +24,8 @@
  * seconds. */
 #define EXPIRE_TICK_MS 250
 #define EXPIRE_BUDGET 50000
+/* How long a graceful stop may spend handing windows to their next owners. */
+#define HANDOFF_TIMEOUT_MS 2000
 
 struct reload_job {
 	uv_work_t work;
@@ -177,6 +180,13 @@ static void drain_http(void *arg)
 	http_server_shutdown(n->server, n->cfg.shutdown_grace_ms, on_server_drained, n);
 }
 
+static void leave_cluster(void *arg)
+{
+	struct node *n = arg;
+
+	node_cluster_leave(n->cluster, drain_http, n);
+}
+
 static void on_sigterm(uv_signal_t *h, int signum)
 {
 	struct node *n = h->data;
@@ -188,11 +198,13 @@ static void on_sigterm(uv_signal_t *h, int signum)
 	}
 	n->stopping = true;
 	log_info("msg=\"stopping\" signal=%d grace_ms=%u", signum, n->cfg.shutdown_grace_ms);
-	/* Leave first, so peers stop routing keys here while in-flight requests finish. */
-	if (n->cluster)
-		node_cluster_leave(n->cluster, drain_http, n);
-	else
+	/* Hand the owned windows to their next owners, then leave, so peers stop routing keys
+	 * here while in-flight requests finish. */
+	if (!n->cluster)
 		drain_http(n);
+	else if (!admit_replica(n->admit) ||
+		 replica_handoff_all(admit_replica(n->admit), HANDOFF_TIMEOUT_MS, leave_cluster, n) < 0)
+		leave_cluster(n);
 }
 
 static void on_tick(uv_timer_t *t)

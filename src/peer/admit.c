@@ -20,8 +20,14 @@
  * on its own counters. With max_hops = 1 (the default), a node that has heard of a join or a
  * death before the origin did still gets the check to the right owner.
  *
- * Owner unreachable (peer_check refused, or failed with -EIO/-ETIMEDOUT, or the owner answered
- * "busy"/"internal error"/"hop limit"): cluster->owner_failure decides.
+ * Failover (cluster->replicas = R >= 2). When the node asked cannot decide (refused, -EIO,
+ * -ETIMEDOUT, -ENOBUFS, or it answered "busy"/"internal error"/"hop limit"), the check goes at
+ * once to the next node of the key's ring order, which holds the key's replicated window,
+ * flagged ADMIT_HOPS_FAILOVER ("decide here"; never forwarded again), or is decided here if
+ * that node is this one; up to R nodes in all. A node deciding a key imported since its last
+ * decision first charges the replication gap (docs/FAILOVER.md).
+ *
+ * Owner unreachable (and with it every node of the replica set): cluster->owner_failure decides.
  *   LOCAL  decide on this node's own window table. It is the same table the node decides its
  *          own keys on, used as the fallback window: a key this node does not own is only there
  *          while its owner is unreachable, it never conflicts with an owned key (a key has one
@@ -56,6 +62,7 @@
 
 #include "gossip/ring.h"
 #include "peer/peer.h"
+#include "peer/replica.h"
 #include "util/metrics.h"
 
 /* The bucket of a verdict nothing was charged for (owner_failure = allow): its adjust is a
@@ -75,6 +82,7 @@ struct admit_fwd {
 	void *ctx;
 	uint64_t conn_id;               /* relay: where the answer goes */
 	uint64_t check_id;              /* relay: the forwarder's request id */
+	uint8_t attempt;                /* index in the key's ring order of the node asked */
 	struct admit_request req;
 };
 
@@ -88,15 +96,44 @@ struct admit {
 	size_t nspare;
 	struct metrics_counter *m_relayed, *m_hop_limited;
 	struct metrics_counter *m_unreachable[3];
+	struct metrics_counter *m_failover;
+	struct replica *rep;            /* owned; NULL for a single node */
 };
 
 /* ---- verdicts ---- */
 
+/* Decides on this node's table. A key imported since its last decision (a replica copy, a
+ * handoff) is first charged the replication gap it cannot see; a charge is marked for
+ * replication. */
+static int decide_here(struct admit *a, const void *key, size_t len,
+		       const uint64_t limit[WINDOW_DIMS], const uint64_t amount[WINDOW_DIMS],
+		       struct window_verdict *v)
+{
+	uint64_t now = uv_now(a->loop);
+	int err;
+
+	if (a->rep)
+		(void)window_table_charge_gap(a->table, key, len, replica_gap_ms(a->rep), now,
+					      NULL);
+	err = window_table_admit(a->table, key, len, limit, amount, now, v);
+	if (!err && v->allowed && a->rep)
+		replica_mark(a->rep, key, len);
+	return err;
+}
+
 static int decide_local(struct admit *a, const struct admit_request *req,
 			struct window_verdict *v)
 {
-	return window_table_admit(a->table, req->key, req->key_len, req->limit, req->amount,
-				  uv_now(a->loop), v);
+	return decide_here(a, req->key, req->key_len, req->limit, req->amount, v);
+}
+
+static void apply_adjust(struct admit *a, const void *key, size_t len, uint32_t bucket,
+			 const int64_t delta[WINDOW_DIMS])
+{
+	/* -ENOENT means the window already forgot the charge: nothing left to reconcile. */
+	if (window_table_adjust(a->table, key, len, bucket, delta, uv_now(a->loop)) == 0 &&
+	    a->rep)
+		replica_mark(a->rep, key, len);
 }
 
 static void synthetic_allow(const struct admit_request *req, struct window_verdict *v)
@@ -231,23 +268,18 @@ static void fwd_put(struct admit *a, struct admit_fwd *f)
 	a->nspare++;
 }
 
-/* The forwarded check f is over: err 0 with the owner's reply r, or a transport error. */
-static void fwd_done(struct admit_fwd *f, int err, const struct wire_check_reply *r)
+/* The forwarded check f is over: err 0 with the verdict v, or an error. */
+static void fwd_finish(struct admit_fwd *f, int err, const struct window_verdict *v)
 {
 	struct admit *a = f->a;
 	admit_cb cb = f->cb;
 	void *ctx = f->ctx;
-	struct window_verdict v;
 	struct wire_check_reply out;
 
-	if (!err)
-		err = verdict_of(r, &v);
-	if (err && err != -ENOSPC && err != -EINVAL && err != -ECANCELED)
-		err = owner_failed(a, &f->req, &v);
 	if (f->relay) {
 		/* -ECANCELED: the pool is going away, and with it the connection to answer on. */
 		if (err != -ECANCELED) {
-			reply_of(f->check_id, err, &v, &out);
+			reply_of(f->check_id, err, v, &out);
 			(void)peer_reply(a->cl.peers, f->conn_id, &out);
 		}
 		fwd_put(a, f);
@@ -255,7 +287,61 @@ static void fwd_done(struct admit_fwd *f, int err, const struct wire_check_reply
 	}
 	/* Recycled before the callback, which may check again and reuse the record. */
 	fwd_put(a, f);
-	cb(ctx, err, err ? NULL : &v);
+	cb(ctx, err, err ? NULL : v);
+}
+
+static void on_peer_reply(void *ctx, int err, const struct wire_check_reply *r);
+
+static uint8_t nreplicas(const struct admit *a)
+{
+	return a->cl.replicas ? a->cl.replicas : 1;
+}
+
+/* The node asked could not decide (unreachable, stalled, busy): ask the next node of the key's
+ * ring order at once, as a failover check, or decide here if that node is this one. It holds
+ * the key's replica. true when f is taken care of, false when the replica set is exhausted. */
+static bool failover_next(struct admit_fwd *f)
+{
+	struct admit *a = f->a;
+	size_t succ[RING_SUCCESSORS_MAX], n;
+	struct window_verdict v;
+	int err;
+
+	n = ring_successors(a->cl.ring, f->req.key, f->req.key_len, nreplicas(a), succ);
+	while ((size_t)++f->attempt < n) {
+		const char *id = ring_id(a->cl.ring, succ[f->attempt]);
+
+		metrics_counter_add(a->m_failover, 1);
+		if (strcmp(id, a->cl.self_id) == 0) {
+			err = decide_local(a, &f->req, &v);
+			fwd_finish(f, err, &v);
+			return true;
+		}
+		if (peer_check(a->cl.peers, id, &f->req, ADMIT_HOPS_FAILOVER, on_peer_reply, f,
+			       &f->peer_req) == 0)
+			return true;
+	}
+	return false;
+}
+
+static bool unreachable(int err)
+{
+	return err == -EIO || err == -ETIMEDOUT || err == -EHOSTUNREACH || err == -ENOBUFS ||
+	       err == -EAGAIN;
+}
+
+/* The check f sent is over: err 0 with the node's reply r, or a transport error. */
+static void fwd_done(struct admit_fwd *f, int err, const struct wire_check_reply *r)
+{
+	struct window_verdict v;
+
+	if (!err)
+		err = verdict_of(r, &v);
+	if (unreachable(err) && failover_next(f))
+		return;
+	if (err && err != -ENOSPC && err != -EINVAL && err != -ECANCELED)
+		err = owner_failed(f->a, &f->req, &v);
+	fwd_finish(f, err, &v);
 }
 
 static void on_peer_reply(void *ctx, int err, const struct wire_check_reply *r)
@@ -266,8 +352,10 @@ static void on_peer_reply(void *ctx, int err, const struct wire_check_reply *r)
 static void forward(struct admit_fwd *f, const char *owner, uint8_t hops)
 {
 	struct admit *a = f->a;
-	int err = peer_check(a->cl.peers, owner, &f->req, hops, on_peer_reply, f, &f->peer_req);
+	int err;
 
+	f->attempt = 0;
+	err = peer_check(a->cl.peers, owner, &f->req, hops, on_peer_reply, f, &f->peer_req);
 	if (err)
 		fwd_done(f, err, NULL);
 }
@@ -283,10 +371,11 @@ static void on_check_msg(void *arg, const struct peer_from *from, const struct w
 		struct wire_check_reply out;
 		struct window_verdict v;
 		const char *owner = owner_of(a, c->key, c->key_len);
+		bool failover = c->hops & ADMIT_HOPS_FAILOVER;
 		struct admit_fwd *f;
 		int err;
 
-		if (owner && c->hops < a->cl.max_hops && (f = fwd_get(a))) {
+		if (!failover && owner && c->hops < a->cl.max_hops && (f = fwd_get(a))) {
 			f->relay = true;
 			f->conn_id = from->conn_id;
 			f->check_id = c->id;
@@ -298,11 +387,10 @@ static void on_check_msg(void *arg, const struct peer_from *from, const struct w
 			forward(f, owner, (uint8_t)(c->hops + 1));
 			continue;
 		}
-		if (owner)
+		if (owner && !failover)
 			metrics_counter_add(a->m_hop_limited, 1);
 		/* The codec bounds key_len by WIRE_KEY_MAX == WINDOW_KEY_MAX. */
-		err = window_table_admit(a->table, c->key, c->key_len, c->limit, c->amount,
-					 uv_now(a->loop), &v);
+		err = decide_here(a, c->key, c->key_len, c->limit, c->amount, &v);
 		reply_of(c->id, err, &v, &out);
 		(void)peer_reply(a->cl.peers, from->conn_id, &out);
 	}
@@ -311,15 +399,13 @@ static void on_check_msg(void *arg, const struct peer_from *from, const struct w
 static void on_adjust_msg(void *arg, const struct peer_from *from, const struct wire_msg *m)
 {
 	struct admit *a = arg;
-	uint64_t now = uv_now(a->loop);
 
 	(void)from;
 	for (size_t i = 0; i < m->n; i++) {
 		const struct wire_adjust *j = &m->adjusts[i];
 
 		if (j->bucket != ADMIT_NO_TICKET)
-			(void)window_table_adjust(a->table, j->key, j->key_len, j->bucket,
-						  j->delta, now);
+			apply_adjust(a, j->key, j->key_len, j->bucket, j->delta);
 	}
 }
 
@@ -343,6 +429,9 @@ static void register_metrics(struct admit *a)
 		a->m_unreachable[i] = metrics_counter(m, "llmlimit_peer_owner_unreachable_total",
 						      "Checks whose owner could not decide, by "
 						      "--owner-failure policy applied", pol[i]);
+	a->m_failover = metrics_counter(m, "llmlimit_peer_checks_failover_total",
+					"Checks re-sent to the next node of the key's ring order "
+					"because the node asked could not decide", "");
 }
 
 int admit_new(struct admit **out, uv_loop_t *loop, struct window_table *table,
@@ -358,6 +447,17 @@ int admit_new(struct admit **out, uv_loop_t *loop, struct window_table *table,
 	a->table = table;
 	a->pending.next = a->pending.prev = &a->pending;
 	if (cluster) {
+		struct replica_config rc = {
+			.self_id = cluster->self_id, .ring = cluster->ring, .peers = cluster->peers,
+			.table = table, .replicas = cluster->replicas,
+			.interval_ms = cluster->replicate_interval_ms,
+		};
+		int err = replica_new(&a->rep, loop, &rc);
+
+		if (err < 0) {
+			free(a);
+			return err;
+		}
 		a->clustered = true;
 		a->cl = *cluster;
 		register_metrics(a);
@@ -378,6 +478,7 @@ void admit_free(struct admit *a)
 		(void)peer_pool_on(a->cl.peers, WIRE_MSG_CHECK, NULL, NULL);
 		(void)peer_pool_on(a->cl.peers, WIRE_MSG_ADJUST, NULL, NULL);
 	}
+	replica_free(a->rep);
 	while ((f = a->pending.next) != &a->pending) {
 		admit_cb cb = f->cb;
 		void *ctx = f->ctx;
@@ -432,6 +533,10 @@ void admit_adjust(struct admit *a, const char *key, size_t key_len, uint32_t buc
 		if (owner && peer_adjust(a->cl.peers, owner, key, key_len, bucket, delta) == 0)
 			return;
 	}
-	/* -ENOENT means the window already forgot the charge: nothing left to reconcile. */
-	(void)window_table_adjust(a->table, key, key_len, bucket, delta, uv_now(a->loop));
+	apply_adjust(a, key, key_len, bucket, delta);
+}
+
+struct replica *admit_replica(struct admit *a)
+{
+	return a->rep;
 }

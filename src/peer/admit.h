@@ -4,8 +4,9 @@
  * may run before admit_check() returns (this node owns the key) or later, after a peer round
  * trip (another node owns it). Callers must handle both. Loop thread only.
  *
- * Today every key is decided locally on the node's window table; the cluster issue routes a
- * check to the key's owner over src/peer without changing this interface. */
+ * In a cluster a check goes to the key's owner over src/peer, and to the next nodes of the key's
+ * ring order (which hold its replicated window) when the owner cannot be reached; see admit.c
+ * and src/peer/replica.h. */
 #ifndef LLMLIMIT_PEER_ADMIT_H
 #define LLMLIMIT_PEER_ADMIT_H
 
@@ -39,7 +40,16 @@ struct admit_cluster {
 	struct peer_pool *peers;        /* transport to the other nodes */
 	enum admit_owner_failure owner_failure;
 	uint8_t max_hops;               /* forwards a non-owner may add (views differ in churn); 1 */
+	uint8_t replicas;               /* R (--replicas, whose default is 2): copies of each key's
+					   window, the owner's included, and how many nodes of the
+					   key's ring order a check tries before owner_failure.
+					   0 or 1: no replication, no failover (handoff still runs) */
+	uint32_t replicate_interval_ms; /* replication flush period; 0 means 50 ms */
 };
+
+/* CHECK hops with this bit set: "the sender could not reach the owner; decide here". A
+ * receiver never forwards such a check (docs/PROTOCOL.md section 6). */
+#define ADMIT_HOPS_FAILOVER 0x80u
 
 /* err is 0 with *v filled, or a negative errno (-ENOSPC: the key table is full; -EIO: the
  * decider could not be reached) with v NULL. v is valid only during the call. */
@@ -48,6 +58,7 @@ typedef void (*admit_cb)(void *ctx, int err, const struct window_verdict *v);
 struct admit;
 struct ring;
 struct peer_pool;
+struct replica;
 
 /* Borrows loop, table and cluster (NULL: single node); all must outlive the admitter.
  * 0 or -ENOMEM. */
@@ -60,6 +71,10 @@ void admit_free(struct admit *a);
 
 /* Asks whether req fits and charges it if so; cb(ctx, ...) runs exactly once. req is copied. */
 void admit_check(struct admit *a, const struct admit_request *req, admit_cb cb, void *ctx);
+
+/* The replicator the admitter runs in cluster mode (NULL for a single node), for
+ * replica_handoff_all() before leaving. Owned by the admitter. */
+struct replica *admit_replica(struct admit *a);
 
 /* Reconciles an admitted request (fire and forget): delta = actual - charged per dimension,
  * ticket = the verdict's bucket. */

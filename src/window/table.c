@@ -18,6 +18,7 @@
 #include "window/table.h"
 
 #define MIN_SLOTS 16u
+#define ENTRY_IMPORTED 0x01u  /* imported since the last gap charge */
 /* 2^31 slots of 8 bytes is 16 GiB: far past any real table, and it keeps hashes in 32 bits. */
 #define MAX_SLOTS ((size_t)1 << 31)
 
@@ -25,6 +26,7 @@ struct entry {
 	struct entry *older, *newer;  /* the last-charge list */
 	uint32_t hash;                /* low bits of the key's SipHash: its home slot */
 	uint16_t key_len;
+	uint8_t flags;                /* ENTRY_*; sits in what was padding */
 	struct window w;
 	uint8_t key[];
 };
@@ -229,6 +231,7 @@ static int insert(struct window_table *t, const void *key, size_t key_len, uint3
 		return -ENOMEM;
 	e->hash = h;
 	e->key_len = (uint16_t)key_len;
+	e->flags = 0;
 	e->w = *w;
 	memcpy(e->key, key, key_len);
 	/* Found again: expiry and growth may have moved every slot since the caller looked. */
@@ -344,4 +347,157 @@ size_t window_table_expire(struct window_table *t, uint64_t now_ms, size_t budge
 size_t window_table_size(const struct window_table *t)
 {
 	return t->size;
+}
+
+/* ---- replication and handoff ---- */
+
+static inline uint32_t prev_slot(uint32_t s)
+{
+	return s == 0 ? WINDOW_SLOTS - 1 : s - 1;
+}
+
+/* w aged to bucket cur (>= w->head): the ring invariant of window.c, restated here because
+ * window.c keeps advance() private. */
+static void age_to(struct window *w, uint32_t cur)
+{
+	uint32_t gap = cur - w->head, s = w->head % WINDOW_SLOTS;
+
+	if (gap >= WINDOW_SLOTS) {
+		memset(w->count, 0, sizeof(w->count));
+	} else {
+		while (gap--) {
+			s = s + 1 == WINDOW_SLOTS ? 0 : s + 1;
+			memset(w->count[s], 0, sizeof(w->count[s]));
+		}
+	}
+	w->head = cur;
+}
+
+/* The bucket a call at now_ms works in for w: never behind its head (see window.c current()). */
+static inline uint32_t cur_bucket(const struct window *w, uint64_t now_ms)
+{
+	uint32_t cur = (uint32_t)(now_ms / WINDOW_BUCKET_MS);
+
+	return (int32_t)(cur - w->head) < 0 ? w->head : cur;
+}
+
+int window_table_export(const struct window_table *t, const void *key, size_t key_len,
+			uint64_t now_ms, struct window_state *out)
+{
+	const struct entry *e;
+	struct window w;
+
+	if (!key_ok(key_len))
+		return -EINVAL;
+	if (!(e = lookup(t, key, key_len)))
+		return -ENOENT;
+	w = e->w;
+	age_to(&w, cur_bucket(&w, now_ms));
+	out->head = w.head;
+	memcpy(out->count, w.count, sizeof(out->count));
+	return 0;
+}
+
+static bool state_empty(const struct window_state *st)
+{
+	for (unsigned s = 0; s < WINDOW_SLOTS; s++)
+		if (st->count[s][0] | st->count[s][1] | st->count[s][2])
+			return false;
+	return true;
+}
+
+/* Merges st into w, matching buckets by age; w must already be aged to its current bucket. */
+static void merge(struct window *w, const struct window_state *st, enum window_import_mode mode)
+{
+	uint32_t si = st->head % WINDOW_SLOTS, so = w->head % WINDOW_SLOTS;
+	unsigned age, d;
+
+	for (age = 0; age < WINDOW_SLOTS; age++) {
+		for (d = 0; d < WINDOW_DIMS; d++) {
+			uint32_t in = st->count[si][d], *c = &w->count[so][d];
+
+			if (mode == WINDOW_IMPORT_MAX)
+				*c = in > *c ? in : *c;
+			else
+				*c = in >= UINT32_MAX - *c ? UINT32_MAX : *c + in;
+		}
+		si = prev_slot(si);
+		so = prev_slot(so);
+	}
+}
+
+int window_table_import(struct window_table *t, const void *key, size_t key_len,
+			const struct window_state *st, uint64_t now_ms,
+			enum window_import_mode mode)
+{
+	struct window fresh;
+	struct entry *e;
+	uint32_t h;
+	int err;
+
+	if (!key_ok(key_len) || (mode != WINDOW_IMPORT_MAX && mode != WINDOW_IMPORT_ADD))
+		return -EINVAL;
+	h = hash_key(t, key, key_len);
+	if ((e = t->slot[probe(t, h, key, key_len)])) {
+		age_to(&e->w, cur_bucket(&e->w, now_ms));
+		merge(&e->w, st, mode);
+		e->flags |= ENTRY_IMPORTED;
+		/* Imported charges are at most as new as now: the entry joins the newest end, which
+		 * keeps the expiry order's argument (see the file comment). */
+		touch(t, e);
+		return 0;
+	}
+	if (state_empty(st))
+		return 0;
+	window_init(&fresh, now_ms);
+	merge(&fresh, st, mode);
+	if ((err = insert(t, key, key_len, h, &fresh, now_ms)) < 0)
+		return err;
+	t->newest->flags |= ENTRY_IMPORTED;
+	return 0;
+}
+
+int window_table_charge_gap(struct window_table *t, const void *key, size_t key_len,
+			    uint32_t gap_ms, uint64_t now_ms, uint64_t charged[WINDOW_DIMS])
+{
+	int64_t delta[WINDOW_DIMS];
+	uint32_t s, p;
+	struct entry *e;
+	unsigned d;
+
+	if (!key_ok(key_len))
+		return -EINVAL;
+	if (!(e = lookup(t, key, key_len)) || !(e->flags & ENTRY_IMPORTED))
+		return 0;
+	e->flags &= (uint8_t)~ENTRY_IMPORTED;
+	/* The head is where the last import left it: every decision on an imported key charges
+	 * its gap first, so nothing has advanced it since. */
+	s = e->w.head % WINDOW_SLOTS;
+	p = prev_slot(s);
+	for (d = 0; d < WINDOW_DIMS; d++) {
+		uint64_t r = e->w.count[s][d] > e->w.count[p][d] ? e->w.count[s][d] :
+								      e->w.count[p][d];
+
+		delta[d] = (int64_t)((r * gap_ms + WINDOW_BUCKET_MS - 1) / WINDOW_BUCKET_MS);
+		if (charged)
+			charged[d] = (uint64_t)delta[d];
+	}
+	window_adjust(&e->w, e->w.head, delta, now_ms);
+	touch(t, e);
+	return 1;
+}
+
+bool window_table_scan(const struct window_table *t, struct window_table_cursor *c,
+		       size_t budget, window_table_scan_cb cb, void *arg)
+{
+	const struct entry *e;
+
+	if (c->nslots != t->mask + 1) {
+		c->nslots = t->mask + 1;
+		c->slot = 0;
+	}
+	for (; budget && c->slot < c->nslots; budget--, c->slot++)
+		if ((e = t->slot[c->slot]))
+			cb(arg, e->key, e->key_len);
+	return c->slot >= c->nslots;
 }

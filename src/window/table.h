@@ -7,6 +7,7 @@
 #ifndef LLMLIMIT_WINDOW_TABLE_H
 #define LLMLIMIT_WINDOW_TABLE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -46,5 +47,63 @@ size_t window_table_expire(struct window_table *t, uint64_t now_ms, size_t budge
 
 /* Number of live keys. */
 size_t window_table_size(const struct window_table *t);
+
+/* ---- replication and handoff (src/peer/replica.c) ---- */
+
+/* One key's window as it stood at the exporter's `now`: the dense ring of struct window with
+ * head = the exporter's current bucket (now_ms / 1000), so slot (head - age) % WINDOW_SLOTS
+ * holds the bucket `age` seconds old (0..60) and nothing expired is left in it. */
+struct window_state {
+	uint32_t head;
+	uint32_t count[WINDOW_SLOTS][WINDOW_DIMS];
+};
+
+/* How window_table_import() combines a state with the receiver's copy of the key. */
+enum window_import_mode {
+	/* Bucket-wise maximum: idempotent and order-free, so replaying, duplicating or reordering
+	 * full states never double counts, and a copy only grows toward the exporter's state. */
+	WINDOW_IMPORT_MAX = 0,
+	/* Bucket-wise sum (saturating), for states known to be disjoint from the local copy. */
+	WINDOW_IMPORT_ADD = 1,
+};
+
+/* Fills *out with `key`'s window at now_ms (aged: buckets expired by now_ms are zero).
+ * 0, -ENOENT (unknown key), -EINVAL (bad key_len). */
+int window_table_export(const struct window_table *t, const void *key, size_t key_len,
+			uint64_t now_ms, struct window_state *out);
+
+/* Merges st into `key`'s window. Buckets are matched by age, not number (the exporter's clock
+ * is not ours): st's bucket head - a lands in our bucket now_ms / 1000 - a, so transit delay
+ * only keeps charges counted a little longer. Creates the key when it is unknown and st holds
+ * a charge (an all-zero state for an unknown key is a no-op). The key is then marked
+ * "imported": its next window_table_charge_gap() charges the replication gap. 0, -EINVAL (bad
+ * key_len or mode), -ENOSPC, -ENOMEM (as window_table_admit). */
+__attribute__((warn_unused_result))
+int window_table_import(struct window_table *t, const void *key, size_t key_len,
+			const struct window_state *st, uint64_t now_ms,
+			enum window_import_mode mode);
+
+/* If `key` was imported since its last gap charge, charges the unreplicated estimate to the
+ * current bucket (like a positive adjustment: past the limit if need be) and clears the mark.
+ * Per dimension the estimate is ceil(r * gap_ms / 1000), with r the larger of the two newest
+ * buckets' counts as they stood at the last import (a per-second rate that errs high). Fills
+ * charged[] (when not NULL) and returns 1 when it charged, 0 when no gap was pending, -EINVAL
+ * for a bad key_len. */
+int window_table_charge_gap(struct window_table *t, const void *key, size_t key_len,
+			    uint32_t gap_ms, uint64_t now_ms, uint64_t charged[WINDOW_DIMS]);
+
+/* Resumable walk over every key. Start with the cursor zeroed. Each call visits up to `budget`
+ * slots of the table (calling cb for each key found) and returns true once the walk is over.
+ * If the table was resized between calls (growth, or a shrink by expiry) the walk restarts, so
+ * every key present throughout is visited at least once; a key may be visited twice, and a key
+ * moved backwards past the cursor by a removal between calls (backward-shift deletion) can be
+ * missed. cb must not modify the table. */
+struct window_table_cursor {
+	size_t slot;
+	size_t nslots;
+};
+typedef void (*window_table_scan_cb)(void *arg, const uint8_t *key, size_t key_len);
+bool window_table_scan(const struct window_table *t, struct window_table_cursor *c,
+		       size_t budget, window_table_scan_cb cb, void *arg);
 
 #endif

@@ -110,7 +110,7 @@ START_TEST(test_help_and_usage_cover_every_flag)
 		"--max-connections", "--max-pipeline", "--admission-log", "--shutdown-grace-ms",
 		"--log-level", "--help", "--version", "--node-id", "--peer-listen", "--advertise",
 		"--seeds", "--cluster-key-file", "--owner-failure", "--peer-timeout-ms",
-		"--peer-batch-max", "keygen", "healthcheck"};
+		"--peer-batch-max", "--replicas", "--replicate-interval-ms", "keygen", "healthcheck"};
 	struct config c;
 	char err[256];
 	size_t i;

@@ -16,6 +16,7 @@
 #include "gossip/ring.h"
 #include "peer/admit.h"
 #include "peer/peer.h"
+#include "peer/replica.h"
 #include "util/buf.h"
 #include "util/metrics.h"
 #include "window/table.h"
@@ -1310,6 +1311,184 @@ START_TEST(test_admit_free_cancels)
 }
 END_TEST
 
+/* ---- replication, failover and handoff (src/peer/replica.c) ---- */
+
+static void node_admit_rep(struct tnode *n, const char *const *ids, size_t nids)
+{
+	uint8_t seed[16] = { 1 };
+
+	ck_assert_int_eq(window_table_new(&n->table, 0, seed), 0);
+	ck_assert_int_eq(ring_new(&n->ring, NULL), 0);
+	ck_assert_int_eq(ring_set_members(n->ring, ids, nids), 0);
+	n->cl = (struct admit_cluster){ .self_id = n->id, .ring = n->ring, .peers = n->pool,
+					.owner_failure = ADMIT_FAIL_DENY, .max_hops = 1,
+					.replicas = 2, .replicate_interval_ms = 20 };
+	ck_assert_int_eq(admit_new(&n->admit, &loop, n->table, &n->cl), 0);
+}
+
+static const char *const view_abc[] = { "node-a", "node-b", "node-c" };
+
+/* A key whose ring order over {a, b, c} starts with `first`, `second`. */
+static void key_ordered(char *key, size_t size, const char *first, const char *second)
+{
+	struct ring *r;
+	size_t succ[2];
+
+	ck_assert_int_eq(ring_new(&r, NULL), 0);
+	ck_assert_int_eq(ring_set_members(r, view_abc, 3), 0);
+	for (int i = 0;; i++) {
+		snprintf(key, size, "rkey-%d", i);
+		ck_assert_uint_eq(ring_successors(r, key, strlen(key), 2, succ), 2);
+		if (!strcmp(ring_id(r, succ[0]), first) && !strcmp(ring_id(r, succ[1]), second))
+			break;
+	}
+	ring_free(r);
+}
+
+START_TEST(test_replicate_then_failover)
+{
+	struct tnode a, b, c;
+	struct admit_request q;
+	struct ares v[6];
+	struct replica_stats rs;
+	char key[32];
+	int allowed = 0, denied = 0;
+
+	key_ordered(key, sizeof(key), "node-a", "node-b");
+	q = mkreq(key, 10, 1, 1);
+	node_up(&a, "node-a", 1000);
+	node_up(&b, "node-b", 1000);
+	node_up(&c, "node-c", 1000);
+	node_admit_rep(&a, view_abc, 3);
+	node_admit_rep(&b, view_abc, 3);
+	node_admit_rep(&c, view_abc, 3);
+	link_to(&a, &b);
+	link_to(&a, &c);
+	link_to(&b, &a);
+	link_to(&b, &c);
+	link_to(&c, &a);
+	link_to(&c, &b);
+	/* Five checks through C are decided by the owner A... */
+	memset(v, 0, sizeof(v));
+	for (int i = 0; i < 5; i++)
+		admit_check(c.admit, &q, on_ares, &v[i]);
+	for (int i = 0; i < 5; i++) {
+		wait_calls(&v[i].calls, 1);
+		ck_assert_int_eq(v[i].err, 0);
+		ck_assert(v[i].v.allowed);
+	}
+	ck_assert_uint_eq(usage(&a, key, 0), 5);
+	/* ...and replicated to B, the next in the key's ring order, not to C. */
+	run_for(150);
+	ck_assert_uint_eq(usage(&b, key, 0), 5);
+	ck_assert_uint_eq(usage(&b, key, 1), 5);
+	ck_assert_uint_eq(usage(&c, key, 0), 0);
+	replica_stats(admit_replica(a.admit), &rs);
+	ck_assert_uint_ge(rs.states_sent, 1);
+	/* A dies. C's next checks fail over to B at once (no membership change), and B decides
+	 * on the replicated usage plus the gap: 5 + ceil(5/s * 40 ms) = 6 used, 4 more fit. */
+	node_down(&a);
+	memset(v, 0, sizeof(v));
+	for (int i = 0; i < 6; i++) {
+		admit_check(c.admit, &q, on_ares, &v[i]);
+		wait_calls(&v[i].calls, 1);
+		ck_assert_int_eq(v[i].err, 0);
+		if (v[i].v.allowed)
+			allowed++;
+		else
+			denied++;
+	}
+	ck_assert_int_eq(allowed, 4);
+	ck_assert_int_eq(denied, 2);
+	ck_assert_uint_eq(usage(&b, key, 0), 10);
+	ck_assert_uint_ge(counter(&c, "llmlimit_peer_checks_failover_total", ""), 1);
+	ck_assert_uint_eq(counter(&b, "llmlimit_peer_checks_hop_limited_total", ""), 0);
+	ck_assert_uint_eq(counter(&c, "llmlimit_peer_owner_unreachable_total",
+				  "policy=\"deny\""), 0);
+	node_down(&b);
+	node_down(&c);
+}
+END_TEST
+
+START_TEST(test_handoff_on_ring_change)
+{
+	static const char *const view_a[] = { "node-a" };
+	struct tnode a, b;
+	struct admit_request q;
+	struct ares v = { 0 };
+	struct replica_stats rs;
+	char key[32];
+
+	key_of_b(key, sizeof(key));
+	q = mkreq(key, 10, 3, 3);
+	node_up(&a, "node-a", 1000);
+	node_up(&b, "node-b", 1000);
+	node_admit_rep(&a, view_a, 1);
+	node_admit_rep(&b, view_ab, 2);
+	link_to(&a, &b);
+	link_to(&b, &a);
+	/* Alone, A owns the key. */
+	admit_check(a.admit, &q, on_ares, &v);
+	ck_assert_int_eq(v.calls, 1);
+	ck_assert(v.v.allowed);
+	ck_assert_uint_eq(usage(&b, key, 0), 0);
+	/* B joins and wins the key: A hands its window over, B does not start empty. */
+	ck_assert_int_eq(ring_set_members(a.ring, view_ab, 2), 0);
+	run_for(200);
+	ck_assert_uint_eq(usage(&b, key, 0), 1);
+	ck_assert_uint_eq(usage(&b, key, 1), 3);
+	replica_stats(admit_replica(a.admit), &rs);
+	ck_assert_uint_eq(rs.ring_changes, 1);
+	ck_assert_uint_ge(rs.handoffs_sent, 1);
+	node_down(&a);
+	node_down(&b);
+}
+END_TEST
+
+static void on_leave_done(void *arg)
+{
+	(*(int *)arg)++;
+}
+
+START_TEST(test_handoff_all_before_leaving)
+{
+	struct tnode a, b;
+	struct admit_request q;
+	struct ares v = { 0 };
+	char key[32];
+	int done = 0;
+
+	/* A key A owns in {a, b}. */
+	for (int i = 0;; i++) {
+		snprintf(key, sizeof(key), "lkey-%d", i);
+		if (owns(view_ab, 2, key, "node-a"))
+			break;
+	}
+	q = mkreq(key, 10, 2, 2);
+	node_up(&a, "node-a", 1000);
+	node_up(&b, "node-b", 1000);
+	node_admit(&a, view_ab, 2, ADMIT_FAIL_DENY);   /* R = 1: no replication to B */
+	node_admit(&b, view_ab, 2, ADMIT_FAIL_DENY);
+	link_to(&a, &b);
+	admit_check(a.admit, &q, on_ares, &v);
+	ck_assert(v.v.allowed);
+	run_for(100);
+	ck_assert_uint_eq(usage(&b, key, 0), 0);
+	ck_assert_int_eq(replica_handoff_all(admit_replica(a.admit), 2000, on_leave_done, &done),
+			 0);
+	ck_assert_int_eq(done, 0);
+	ck_assert_int_eq(replica_handoff_all(admit_replica(a.admit), 2000, on_leave_done, &done),
+			 -EALREADY);
+	wait_calls(&done, 1);
+	run_for(50);
+	ck_assert_uint_eq(usage(&b, key, 0), 1);
+	ck_assert_uint_eq(usage(&b, key, 2), 2);
+	ck_assert_int_eq(done, 1);
+	node_down(&a);
+	node_down(&b);
+}
+END_TEST
+
 static Suite *peer_suite(void)
 {
 	Suite *s = suite_create("peer");
@@ -1341,6 +1520,9 @@ static Suite *peer_suite(void)
 	tcase_add_loop_test(t, test_owner_failure_policy, ADMIT_FAIL_LOCAL, ADMIT_FAIL_ALLOW + 1);
 	tcase_add_test(t, test_admit_routes_and_adjusts);
 	tcase_add_test(t, test_admit_free_cancels);
+	tcase_add_test(t, test_replicate_then_failover);
+	tcase_add_test(t, test_handoff_on_ring_change);
+	tcase_add_test(t, test_handoff_all_before_leaving);
 	suite_add_tcase(s, t);
 	return s;
 }

@@ -588,6 +588,146 @@ START_TEST(test_random_against_model)
 }
 END_TEST
 
+/* ---- export / import / gap / scan (replication and handoff) ---- */
+
+/* Admits `n` requests of one unit each on `key` under 10 RPM at now. */
+static void hits(struct window_table *t, const char *key, int n, uint64_t now)
+{
+	for (int i = 0; i < n; i++)
+		ck_assert_int_eq(hit(t, key, now), 0);
+}
+
+START_TEST(test_export_import_across_clocks)
+{
+	struct window_table *b;
+	struct window_state st;
+	struct window_verdict v;
+
+	ck_assert_int_eq(window_table_new(&b, 0, seed), 0);
+	hits(tab, "k", 5, 100500);
+	hits(tab, "k", 3, 130200);
+	ck_assert_int_eq(window_table_export(tab, "k", 1, 130500, &st), 0);
+	ck_assert_uint_eq(st.head, 130);
+	/* Node b's clock is unrelated: buckets are matched by age. */
+	ck_assert_int_eq(window_table_import(b, "k", 1, &st, 5000700, WINDOW_IMPORT_MAX), 0);
+	ck_assert_uint_eq(requests(b, "k", 5000700), 8);
+	/* The 5 were 30 s old at export: they land in b's bucket 4970 and stop counting at
+	 * (4970 + 61) s; the 3 were 0 s old and stay until (5000 + 61) s. */
+	ck_assert_uint_eq(requests(b, "k", 5030999), 8);
+	ck_assert_uint_eq(requests(b, "k", 5031000), 3);
+	ck_assert_uint_eq(requests(b, "k", 5061000), 0);
+	/* The imported usage is enforced: 2 more fit under 10, the third does not. */
+	hits(b, "k", 2, 5000800);
+	ck_assert_int_eq(window_table_admit(b, "k", 1, rpm10, one, 5000800, &v), 0);
+	ck_assert(!v.allowed);
+	window_table_free(b);
+}
+END_TEST
+
+START_TEST(test_import_max_is_idempotent)
+{
+	struct window_table *b;
+	struct window_state older, newer;
+
+	ck_assert_int_eq(window_table_new(&b, 0, seed), 0);
+	hits(tab, "k", 2, 10000);
+	ck_assert_int_eq(window_table_export(tab, "k", 1, 10100, &older), 0);
+	hits(tab, "k", 3, 10200);
+	ck_assert_int_eq(window_table_export(tab, "k", 1, 10300, &newer), 0);
+	/* Duplicated and reordered full states: the copy is the newest state, never a sum. */
+	ck_assert_int_eq(window_table_import(b, "k", 1, &newer, 700, WINDOW_IMPORT_MAX), 0);
+	ck_assert_int_eq(window_table_import(b, "k", 1, &older, 710, WINDOW_IMPORT_MAX), 0);
+	ck_assert_int_eq(window_table_import(b, "k", 1, &newer, 720, WINDOW_IMPORT_MAX), 0);
+	ck_assert_uint_eq(requests(b, "k", 730), 5);
+	/* ADD sums instead. */
+	ck_assert_int_eq(window_table_import(b, "k", 1, &older, 740, WINDOW_IMPORT_ADD), 0);
+	ck_assert_uint_eq(requests(b, "k", 750), 7);
+	ck_assert_int_eq(window_table_import(b, "k", 1, &older, 740, 7), -EINVAL);
+	window_table_free(b);
+}
+END_TEST
+
+START_TEST(test_export_ages_and_errors)
+{
+	struct window_state st;
+	uint32_t sum = 0;
+
+	ck_assert_int_eq(window_table_export(tab, "nope", 4, 0, &st), -ENOENT);
+	ck_assert_int_eq(window_table_export(tab, "", 0, 0, &st), -EINVAL);
+	hits(tab, "k", 4, 1000);
+	ck_assert_int_eq(window_table_export(tab, "k", 1, 1000 + 61000, &st), 0);
+	for (unsigned s = 0; s < WINDOW_SLOTS; s++)
+		sum += st.count[s][0] + st.count[s][1] + st.count[s][2];
+	ck_assert_uint_eq(sum, 0);
+	/* An empty state for an unknown key creates nothing. */
+	ck_assert_int_eq(window_table_import(tab, "other", 5, &st, 70000, WINDOW_IMPORT_MAX), 0);
+	ck_assert_uint_eq(window_table_size(tab), 1);
+}
+END_TEST
+
+START_TEST(test_charge_gap)
+{
+	struct window_table *b;
+	struct window_state st;
+	uint64_t charged[WINDOW_DIMS];
+
+	ck_assert_int_eq(window_table_new(&b, 0, seed), 0);
+	hits(tab, "k", 6, 20100);
+	hits(tab, "k", 4, 21100);
+	ck_assert_int_eq(window_table_export(tab, "k", 1, 21200, &st), 0);
+	ck_assert_int_eq(window_table_import(b, "k", 1, &st, 900, WINDOW_IMPORT_MAX), 0);
+	/* Rate: the larger newest bucket, 6/s; 500 ms of it is 3 requests. */
+	ck_assert_int_eq(window_table_charge_gap(b, "k", 1, 500, 950, charged), 1);
+	ck_assert_uint_eq(charged[WINDOW_REQUESTS], 3);
+	ck_assert_uint_eq(requests(b, "k", 960), 13);
+	/* Once per import. */
+	ck_assert_int_eq(window_table_charge_gap(b, "k", 1, 500, 970, NULL), 0);
+	ck_assert_uint_eq(requests(b, "k", 980), 13);
+	/* A key that was never imported has no gap. */
+	ck_assert_int_eq(window_table_charge_gap(tab, "k", 1, 500, 21300, NULL), 0);
+	ck_assert_int_eq(window_table_charge_gap(b, "zz", 2, 500, 990, NULL), 0);
+	window_table_free(b);
+}
+END_TEST
+
+static void count_visit(void *arg, const uint8_t *key, size_t key_len)
+{
+	unsigned *seen = arg;
+	unsigned i;
+
+	ck_assert_uint_eq(key_len, 6);
+	ck_assert_int_eq(sscanf((const char *)key, "k%05u", &i), 1);
+	if (i < 100)
+		seen[i]++;
+}
+
+START_TEST(test_scan_survives_growth)
+{
+	struct window_table_cursor cur = { 0, 0 };
+	unsigned seen[100] = { 0 };
+	char key[16];
+	bool done;
+	int calls = 0;
+
+	for (unsigned i = 0; i < 100; i++) {
+		snprintf(key, sizeof(key), "k%05u", i);
+		ck_assert_int_eq(hit(tab, key, 0), 0);
+	}
+	done = window_table_scan(tab, &cur, 7, count_visit, seen);
+	ck_assert(!done);
+	/* Growth between calls restarts the walk: nothing present throughout is missed. */
+	for (unsigned i = 100; i < 2000; i++) {
+		snprintf(key, sizeof(key), "k%05u", i);
+		ck_assert_int_eq(hit(tab, key, 0), 0);
+	}
+	while (!done && calls++ < 100000)
+		done = window_table_scan(tab, &cur, 7, count_visit, seen);
+	ck_assert(done);
+	for (unsigned i = 0; i < 100; i++)
+		ck_assert_uint_ge(seen[i], 1);
+}
+END_TEST
+
 Suite *table_suite(void);
 
 Suite *table_suite(void)
@@ -612,6 +752,11 @@ Suite *table_suite(void)
 	tcase_add_test(tc, test_adjust_enospc);
 	tcase_add_test(tc, test_100k_keys);
 	tcase_add_test(tc, test_random_against_model);
+	tcase_add_test(tc, test_export_import_across_clocks);
+	tcase_add_test(tc, test_import_max_is_idempotent);
+	tcase_add_test(tc, test_export_ages_and_errors);
+	tcase_add_test(tc, test_charge_gap);
+	tcase_add_test(tc, test_scan_survives_growth);
 	suite_add_tcase(s, tc);
 	return s;
 }
