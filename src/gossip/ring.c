@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "gossip/ring.h"
+#include "util/siphash.h"
 
 struct ring_node {
 	uint64_t h;                  /* SipHash of the id under the ring seed */
@@ -25,71 +26,9 @@ struct ring {
 
 /* ---------------------------------------------------------------- hashing */
 
-static inline uint64_t rotl(uint64_t x, unsigned b)
-{
-	return (x << b) | (x >> (64 - b));
-}
-
-/* Little-endian whatever the host, so placement is the same on every machine. */
-static inline uint64_t load64(const uint8_t *p)
-{
-	return (uint64_t)p[0] | (uint64_t)p[1] << 8 | (uint64_t)p[2] << 16 |
-	       (uint64_t)p[3] << 24 | (uint64_t)p[4] << 32 | (uint64_t)p[5] << 40 |
-	       (uint64_t)p[6] << 48 | (uint64_t)p[7] << 56;
-}
-
-static inline void sipround(uint64_t v[4])
-{
-	v[0] += v[1];
-	v[1] = rotl(v[1], 13);
-	v[1] ^= v[0];
-	v[0] = rotl(v[0], 32);
-	v[2] += v[3];
-	v[3] = rotl(v[3], 16);
-	v[3] ^= v[2];
-	v[0] += v[3];
-	v[3] = rotl(v[3], 21);
-	v[3] ^= v[0];
-	v[2] += v[1];
-	v[1] = rotl(v[1], 17);
-	v[1] ^= v[2];
-	v[2] = rotl(v[2], 32);
-}
-
 uint64_t ring_siphash24(const uint8_t key[16], const void *in, size_t len)
 {
-	const uint8_t *p = in;
-	size_t i, full = len & ~(size_t)7;
-	uint64_t k0 = load64(key), k1 = load64(key + 8);
-	uint64_t v[4] = {
-		k0 ^ 0x736f6d6570736575ull, /* "somepseudorandomlygeneratedbytes" */
-		k1 ^ 0x646f72616e646f6dull,
-		k0 ^ 0x6c7967656e657261ull,
-		k1 ^ 0x7465646279746573ull,
-	};
-	uint64_t m, b = (uint64_t)len << 56;
-
-	/* Indexes rather than pointer bumps: `in` may be NULL when len is 0. */
-	for (i = 0; i < full; i += 8) {
-		m = load64(p + i);
-		v[3] ^= m;
-		sipround(v);
-		sipround(v);
-		v[0] ^= m;
-	}
-	/* The last block: the 0..7 leftover bytes, with the length's low byte on top. */
-	for (i = 0; i < (len & 7); i++)
-		b |= (uint64_t)p[full + i] << (8 * i);
-	v[3] ^= b;
-	sipround(v);
-	sipround(v);
-	v[0] ^= b;
-	v[2] ^= 0xff;
-	sipround(v);
-	sipround(v);
-	sipround(v);
-	sipround(v);
-	return v[0] ^ v[1] ^ v[2] ^ v[3];
+	return siphash24(key, in, len);
 }
 
 /* The splitmix64 finaliser (Steele, Lea & Flood): a bijection with full avalanche, so scores of

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "window/siphash.h"
+#include "util/siphash.h"
 #include "window/table.h"
 
 #define MIN_SLOTS 16u
@@ -83,7 +83,7 @@ static inline bool key_ok(size_t key_len)
 
 static inline uint32_t hash_key(const struct window_table *t, const void *key, size_t key_len)
 {
-	return (uint32_t)window__siphash(t->seed, key, key_len);
+	return (uint32_t)siphash24(t->seed, key, key_len);
 }
 
 /* The slot holding `key`, or the empty slot where it would go. The load factor stays <= 3/4,

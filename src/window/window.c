@@ -48,6 +48,11 @@ static inline uint32_t prev_slot(uint32_t s)
 	return s == 0 ? WINDOW_SLOTS - 1 : s - 1;
 }
 
+static inline bool slot_empty(const struct window *w, uint32_t s)
+{
+	return (w->count[s][0] | w->count[s][1] | w->count[s][2]) == 0;
+}
+
 static inline uint32_t sat_add32(uint32_t c, uint64_t add)
 {
 	return add >= (uint64_t)(UINT32_MAX - c) ? UINT32_MAX : c + (uint32_t)add;
@@ -119,6 +124,8 @@ static void fill_reset(const struct window *w, unsigned nonzero, uint64_t now_ms
 	}
 	for (age = 1; todo && age < WINDOW_SLOTS; age++) {
 		s = prev_slot(s);
+		if (slot_empty(w, s))
+			continue;
 		for (d = 0; d < WINDOW_DIMS; d++) {
 			if ((todo & (1u << d)) && w->count[s][d]) {
 				v->reset_ms[d] = expiry_in(w->head, age, now_ms);
@@ -150,6 +157,9 @@ static uint64_t retry_after(const struct window *w, const uint64_t limit[WINDOW_
 	}
 	/* The slot after head's holds the oldest counted bucket, head - 60. */
 	for (k = 0; k < WINDOW_SLOTS; k++, s = next_slot(s)) {
+		/* Most slots of a denied key's ring are empty: nothing expires with them. */
+		if (slot_empty(w, s))
+			continue;
 		for (d = 0; d < WINDOW_DIMS; d++) {
 			gone[d] += w->count[s][d];
 			if ((over & (1u << d)) && gone[d] >= excess[d])

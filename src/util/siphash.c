@@ -1,5 +1,5 @@
 /* siphash.c — SipHash-2-4, written from the paper's description. */
-#include "window/siphash.h"
+#include "util/siphash.h"
 
 static inline uint64_t rotl(uint64_t x, unsigned b)
 {
@@ -34,7 +34,7 @@ static inline void sipround(uint64_t v[4])
 	v[2] = rotl(v[2], 32);
 }
 
-uint64_t window__siphash(const uint8_t key[16], const void *in, size_t len)
+uint64_t siphash24(const uint8_t key[16], const void *in, size_t len)
 {
 	const uint8_t *p = in;
 	size_t i, full = len & ~(size_t)7;
