@@ -108,8 +108,9 @@ int api_new(struct api **out, const struct api_deps *deps)
 	return 0;
 }
 
-/* Every admit_check() callback must have run first: a pending call points at the api. With
- * today's local admitter the callbacks run inside admit_check(), so none is ever pending. */
+/* Every admit_check() callback must have run first: a pending call points at the api. main.c
+ * frees the admitter (which fails the checks still waiting for a peer with -ECANCELED) before
+ * the api. */
 void api_free(struct api *a)
 {
 	struct api_call *c;

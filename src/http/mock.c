@@ -1,7 +1,6 @@
 #include "http/mock.h"
 
 #include <errno.h>
-#include <inttypes.h>
 #include <string.h>
 
 #include "http/openai.h"
@@ -11,15 +10,19 @@ struct word {
 	size_t len;
 };
 
-#define W(x) { x, sizeof(x) - 1 }
-static const struct word words[] = {
-	W("the"), W("quick"), W("brown"), W("fox"), W("jumps"), W("over"), W("a"), W("lazy"),
-	W("dog"), W("while"), W("rate"), W("limits"), W("keep"), W("every"), W("token"),
-	W("within"), W("its"), W("sliding"), W("window"), W("so"), W("no"), W("key"), W("ever"),
-	W("takes"), W("more"), W("than"), W("share"), W("of"), W("minute"), W("budget"), W("and"),
-	W("then"),
-};
+#define WORD_LIST(X)                                                                             \
+	X("the") X("quick") X("brown") X("fox") X("jumps") X("over") X("a") X("lazy") X("dog")   \
+	X("while") X("rate") X("limits") X("keep") X("every") X("token") X("within") X("its")    \
+	X("sliding") X("window") X("so") X("no") X("key") X("ever") X("takes") X("more")         \
+	X("than") X("share") X("of") X("minute") X("budget") X("and") X("then")
+#define W(x) { x, sizeof(x) - 1 },
+static const struct word words[] = { WORD_LIST(W) };
 #undef W
+/* The words in order, each followed by a space: the content of choice j is a run of this text
+ * read cyclically, so it is copied in a few pieces rather than word by word. */
+#define SPACED(x) x " "
+static const char cycle[] = WORD_LIST(SPACED);
+#undef SPACED
 #define NWORDS (sizeof(words) / sizeof(words[0]))
 #define WORD_MAX 8 /* longest word above */
 
@@ -44,21 +47,35 @@ uint64_t mock_choice_tokens(uint64_t prompt_tokens, uint64_t cap, bool *length)
  * (with a leading space when first > 0, so streamed pieces concatenate to the whole). */
 static int put_words(struct buf *out, uint32_t choice, uint64_t first, uint64_t count)
 {
-	uint64_t k;
+	size_t w = (size_t)((first + choice) % NWORDS), off = 0, i, n;
 	char *p;
 
 	if (count > SIZE_MAX / (WORD_MAX + 2) || buf_reserve(out, count * (WORD_MAX + 1)) < 0)
 		return -ENOMEM;
+	if (count == 0)
+		return 0;
+	for (i = 0; i < w; i++)
+		off += words[i].len + 1;
 	p = out->data + out->len;
-	for (k = first; k < first + count; k++) {
-		const struct word *w = &words[(k + choice) % NWORDS];
+	if (first > 0)
+		*p++ = ' ';
+	/* Words w.. up to the end of the list (or the last one wanted), with their spaces. */
+	while (count) {
+		size_t take = count < NWORDS - w ? (size_t)count : NWORDS - w;
 
-		if (k > 0)
-			*p++ = ' ';
-		memcpy(p, w->s, w->len);
-		p += w->len;
+		if (take == NWORDS) {
+			n = sizeof(cycle) - 1;
+		} else {
+			for (n = 0, i = w; i < w + take; i++)
+				n += words[i].len + 1;
+		}
+		memcpy(p, cycle + off, n);
+		p += n;
+		count -= take;
+		w = 0;
+		off = 0;
 	}
-	out->len = (size_t)(p - out->data);
+	out->len = (size_t)(p - 1 - out->data);  /* without the last word's space */
 	out->data[out->len] = '\0';
 	return 0;
 }
@@ -97,12 +114,31 @@ static int put_usage(struct buf *out, uint64_t prompt, uint64_t completion, bool
 /* The members every response and chunk starts with, up to and including `"choices":[`. */
 static int put_head(struct buf *out, const struct mock_call *c, bool chat, const char *object)
 {
-	int err = 0;
+	static const char hex[] = "0123456789abcdef";
+	char id[16];
+	int err = 0, i;
 
-	err |= buf_printf(out, "{\"id\":\"%s%016" PRIx64 "\",\"object\":\"%s\",\"created\":%" PRIu64
-			  ",\"model\":", chat ? "chatcmpl-" : "cmpl-", c->id, object, c->created);
+	for (i = 0; i < 16; i++)
+		id[i] = hex[(c->id >> (60 - 4 * i)) & 15];
+	err |= buf_puts(out, chat ? "{\"id\":\"chatcmpl-" : "{\"id\":\"cmpl-");
+	err |= buf_append(out, id, sizeof(id));
+	err |= buf_puts(out, "\",\"object\":\"");
+	err |= buf_puts(out, object);
+	err |= buf_puts(out, "\",\"created\":");
+	err |= buf_put_u64(out, c->created);
+	err |= buf_puts(out, ",\"model\":");
 	err |= buf_put_json_str(out, c->model, c->model_len);
 	err |= buf_puts(out, ",\"system_fingerprint\":\"" MOCK_FINGERPRINT "\",\"choices\":[");
+	return err;
+}
+
+/* Ends a choice: `,"logprobs":null,"finish_reason":"<finish>"}`. */
+static int put_finish(struct buf *out, const char *finish)
+{
+	int err = buf_puts(out, ",\"logprobs\":null,\"finish_reason\":\"");
+
+	err |= buf_puts(out, finish);
+	err |= buf_puts(out, "\"}");
 	return err;
 }
 
@@ -115,16 +151,18 @@ static int put_whole(struct buf *out, const struct mock_call *c, bool chat, uint
 	for (j = 0; j < c->choices; j++) {
 		err |= buf_puts(out, j ? ",{" : "{");
 		if (chat) {
-			err |= buf_printf(out, "\"index\":%u,\"message\":{\"role\":\"assistant\","
-					  "\"content\":\"", j);
+			err |= buf_puts(out, "\"index\":");
+			err |= buf_put_u64(out, j);
+			err |= buf_puts(out, ",\"message\":{\"role\":\"assistant\",\"content\":\"");
 			err |= put_words(out, j, 0, per);
 			err |= buf_puts(out, "\",\"refusal\":null}");
 		} else {
 			err |= buf_puts(out, "\"text\":\"");
 			err |= put_words(out, j, 0, per);
-			err |= buf_printf(out, "\",\"index\":%u", j);
+			err |= buf_puts(out, "\",\"index\":");
+			err |= buf_put_u64(out, j);
 		}
-		err |= buf_printf(out, ",\"logprobs\":null,\"finish_reason\":\"%s\"}", finish);
+		err |= put_finish(out, finish);
 	}
 	err |= buf_puts(out, "],\"usage\":");
 	err |= put_usage(out, c->prompt_tokens, per * c->choices, chat);
@@ -164,31 +202,37 @@ static int put_stream(struct buf *out, const struct mock_call *c, bool chat, uin
 	for (j = 0; j < c->choices && !err; j++) {
 		if (chat) {
 			err |= event_start(&s);
-			err |= buf_printf(out, "{\"index\":%u,\"delta\":{\"role\":\"assistant\","
-					  "\"content\":\"\",\"refusal\":null},\"logprobs\":null,"
-					  "\"finish_reason\":null}", j);
+			err |= buf_puts(out, "{\"index\":");
+			err |= buf_put_u64(out, j);
+			err |= buf_puts(out, ",\"delta\":{\"role\":\"assistant\",\"content\":\"\","
+					"\"refusal\":null},\"logprobs\":null,"
+					"\"finish_reason\":null}");
 			err |= buf_puts(out, s.tail);
 		}
 		for (k = 0; k < per; k += n) {
 			n = per - k < MOCK_STREAM_WORDS ? per - k : MOCK_STREAM_WORDS;
 			err |= event_start(&s);
 			if (chat) {
-				err |= buf_printf(out, "{\"index\":%u,\"delta\":{\"content\":\"",
-						  j);
+				err |= buf_puts(out, "{\"index\":");
+				err |= buf_put_u64(out, j);
+				err |= buf_puts(out, ",\"delta\":{\"content\":\"");
 				err |= put_words(out, j, k, n);
 				err |= buf_puts(out, "\"}");
 			} else {
 				err |= buf_puts(out, "{\"text\":\"");
 				err |= put_words(out, j, k, n);
-				err |= buf_printf(out, "\",\"index\":%u", j);
+				err |= buf_puts(out, "\",\"index\":");
+				err |= buf_put_u64(out, j);
 			}
 			err |= buf_puts(out, ",\"logprobs\":null,\"finish_reason\":null}");
 			err |= buf_puts(out, s.tail);
 		}
 		err |= event_start(&s);
-		err |= buf_printf(out, chat ? "{\"index\":%u,\"delta\":{}" :
-				  "{\"text\":\"\",\"index\":%u", j);
-		err |= buf_printf(out, ",\"logprobs\":null,\"finish_reason\":\"%s\"}", finish);
+		err |= buf_puts(out, chat ? "{\"index\":" : "{\"text\":\"\",\"index\":");
+		err |= buf_put_u64(out, j);
+		if (chat)
+			err |= buf_puts(out, ",\"delta\":{}");
+		err |= put_finish(out, finish);
 		err |= buf_puts(out, s.tail);
 	}
 	if (c->include_usage) {

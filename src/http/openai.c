@@ -1,18 +1,22 @@
 #include "http/openai.h"
 
 #include <errno.h>
+#include <float.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-static uint64_t ceil4(size_t bytes)
+#include "util/buf.h"
+
+uint64_t openai__ceil4(size_t bytes)
 {
 	return ((uint64_t)bytes + 3) / 4;
 }
 
 static uint64_t string_tokens(const json_t *s)
 {
-	return json_is_string(s) ? ceil4(json_string_length(s)) : 0;
+	return json_is_string(s) ? openai__ceil4(json_string_length(s)) : 0;
 }
 
 uint64_t openai_estimate_prompt(const json_t *prompt)
@@ -189,8 +193,8 @@ static int opt_bool(const json_t *obj, const char *name, bool *out, struct opena
 	return 0;
 }
 
-static const char *const roles[] = { "system", "developer", "user", "assistant", "tool",
-				     "function", NULL };
+const char *const openai__roles[] = { "system", "developer", "user", "assistant", "tool",
+				      "function", NULL };
 
 /* Formats a param path into p (64 bytes). Only error paths call it. */
 __attribute__((format(printf, 2, 3)))
@@ -247,7 +251,7 @@ static int check_message(const json_t *m, size_t i, struct openai_error *e)
 		return missing(e, at(p, "messages[%zu].role", i));
 	if (!json_is_string(role))
 		return bad_type(e, at(p, "messages[%zu].role", i), "a string", role);
-	for (r = roles; *r; r++)
+	for (r = openai__roles; *r; r++)
 		if (strcmp(*r, json_string_value(role)) == 0)
 			break;
 	if (!*r)
@@ -440,8 +444,8 @@ static int check_root(const json_t *root, struct openai_request *r, struct opena
 	return 0;
 }
 
-int openai_parse(enum openai_endpoint endpoint, const char *body, size_t len,
-		 struct openai_request *out, struct openai_error *err)
+int openai__parse_json(enum openai_endpoint endpoint, const char *body, size_t len,
+		       struct openai_request *out, struct openai_error *err)
 {
 	json_error_t jerr;
 	json_t *root;
@@ -478,5 +482,16 @@ void openai_request_close(struct openai_request *r)
 	if (!r)
 		return;
 	json_decref(r->root);
+	free(r->model_copy);
 	memset(r, 0, sizeof(*r));
+}
+
+int openai_parse(enum openai_endpoint endpoint, const char *body, size_t len,
+		 struct openai_request *out, struct openai_error *err)
+{
+	int rc;
+
+	if (endpoint == OPENAI_CHAT && (rc = openai__parse_fast_chat(body, len, out)) != -EAGAIN)
+		return rc;
+	return openai__parse_json(endpoint, body, len, out, err);
 }

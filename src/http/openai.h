@@ -33,10 +33,13 @@ enum openai_endpoint { OPENAI_CHAT = 0, OPENAI_COMPLETIONS = 1, OPENAI_EMBEDDING
 #define OPENAI_EMBEDDING_DIMS_MAX 3072u
 #define OPENAI_IMAGE_TOKENS 85u           /* flat charge per image_url part */
 
-/* A validated request. Owns the parsed document; the pointers point into it. */
+/* A validated request. Owns the parsed document; the pointers point into it. A plain chat body
+ * is validated without building a document (openai_parse's fast path): root is then NULL and
+ * model points to model_copy. */
 struct openai_request {
 	enum openai_endpoint endpoint;
-	json_t *root;              /* owned */
+	json_t *root;              /* owned; NULL after the fast path */
+	char *model_copy;          /* owned; the model when root is NULL */
 	const char *model;         /* NUL-terminated, may contain NUL bytes: use model_len */
 	size_t model_len;
 	uint64_t max_tokens;       /* max_completion_tokens, else max_tokens; 0 when absent */
@@ -65,6 +68,21 @@ int openai_parse(enum openai_endpoint endpoint, const char *body, size_t len,
 		 struct openai_request *out, struct openai_error *err);
 /* Frees the parsed document. NULL-safe; the request is zeroed. */
 void openai_request_close(struct openai_request *r);
+
+/* The two halves of openai_parse, exposed for the differential unit test. The jansson path
+ * answers every body, as openai_parse does. The fast path reads a chat body in one pass without
+ * allocating (but for the model's copy): 0 with *out filled only when the jansson path would
+ * accept the body with the same result, -EAGAIN when it cannot tell (every invalid body among
+ * them; *out is then zeroed), -ENOMEM. */
+__attribute__((warn_unused_result))
+int openai__parse_json(enum openai_endpoint endpoint, const char *body, size_t len,
+		       struct openai_request *out, struct openai_error *err);
+__attribute__((warn_unused_result))
+int openai__parse_fast_chat(const char *body, size_t len, struct openai_request *out);
+/* Shared by openai.c and openai_fast.c: the ⌈bytes/4⌉ estimate and the accepted chat roles
+ * (NULL-terminated). */
+uint64_t openai__ceil4(size_t bytes);
+extern const char *const openai__roles[];
 
 /* The estimate for a `messages` array (anything else counts only the priming). */
 uint64_t openai_estimate_chat(const json_t *messages);

@@ -2,7 +2,6 @@
 
 #include <errno.h>
 #include <stdbool.h>
-#include <stdio.h>
 #include <string.h>
 
 #include "http/errors.h"
@@ -50,53 +49,74 @@ void ratelimit_refund(struct window_verdict *v, uint64_t refund)
 	v->remaining[WINDOW_OUTPUT] += refund < room ? refund : room;
 }
 
-/* One dimension's three header lines; reset is its Go duration, already formatted. */
-static int put_dim(struct buf *out, const char *suffix, uint64_t limit, uint64_t remaining,
-		   const char *reset)
+/* Appends to text being built in a fixed array whose size bounds it by construction (see the
+ * callers). */
+static char *put_text(char *p, const char *s, size_t n)
 {
-	int err = 0;
+	memcpy(p, s, n);
+	return p + n;
+}
 
-	err |= buf_puts(out, "x-ratelimit-limit-");
-	err |= buf_puts(out, suffix);
-	err |= buf_puts(out, ": ");
-	err |= buf_put_u64(out, limit);
-	err |= buf_puts(out, "\r\nx-ratelimit-remaining-");
-	err |= buf_puts(out, suffix);
-	err |= buf_puts(out, ": ");
-	err |= buf_put_u64(out, remaining);
-	err |= buf_puts(out, "\r\nx-ratelimit-reset-");
-	err |= buf_puts(out, suffix);
-	err |= buf_puts(out, ": ");
-	err |= buf_puts(out, reset);
-	err |= buf_puts(out, "\r\n");
-	return err;
+#define PUT_LIT(p, lit) put_text(p, lit, sizeof(lit) - 1)
+
+static char *put_num(char *p, uint64_t v)
+{
+	return p + num_format_u64(v, p);
+}
+
+/* One dimension's three header lines; reset is its Go duration, already formatted. With
+ * suffixes of at most 13 bytes, 20-digit numbers and a reset below 32 bytes, that is at most
+ * 55 + 59 + 66 = 180 bytes. */
+static char *put_dim(char *p, const char *suffix, size_t suffix_len, uint64_t limit,
+		     uint64_t remaining, const char *reset, size_t reset_len)
+{
+	p = PUT_LIT(p, "x-ratelimit-limit-");
+	p = put_text(p, suffix, suffix_len);
+	p = PUT_LIT(p, ": ");
+	p = put_num(p, limit);
+	p = PUT_LIT(p, "\r\nx-ratelimit-remaining-");
+	p = put_text(p, suffix, suffix_len);
+	p = PUT_LIT(p, ": ");
+	p = put_num(p, remaining);
+	p = PUT_LIT(p, "\r\nx-ratelimit-reset-");
+	p = put_text(p, suffix, suffix_len);
+	p = PUT_LIT(p, ": ");
+	p = put_text(p, reset, reset_len);
+	return PUT_LIT(p, "\r\n");
 }
 
 int ratelimit_headers(struct buf *out, const struct window_verdict *v)
 {
-	static const char *const suffix[WINDOW_DIMS] = { "requests", "input-tokens",
-							 "output-tokens" };
-	char reset[WINDOW_DIMS][32];
-	int tok = ratelimit_token_dim(v);
-	int err = 0, d;
+	static const struct { const char *s; size_t len; } suffix[WINDOW_DIMS] = {
+		{ "requests", 8 }, { "input-tokens", 12 }, { "output-tokens", 13 },
+	};
+	char reset[WINDOW_DIMS][32], text[4 * 192], *p = text;  /* 4 x put_dim */
+	size_t reset_len[WINDOW_DIMS];
+	int tok = ratelimit_token_dim(v), d;
 
 	/* The dimensions usually share one reset time (charged in the same bucket): format
 	 * each distinct value once. */
 	for (d = 0; d < WINDOW_DIMS; d++) {
-		if (d > 0 && v->reset_ms[d] == v->reset_ms[d - 1])
+		if (d > 0 && v->reset_ms[d] == v->reset_ms[d - 1]) {
 			memcpy(reset[d], reset[d - 1], sizeof(reset[d]));
-		else
-			num_format_go_duration(v->reset_ms[d], reset[d], sizeof(reset[d]));
+			reset_len[d] = reset_len[d - 1];
+		} else {
+			reset_len[d] = num_format_go_duration(v->reset_ms[d], reset[d],
+							      sizeof(reset[d]));
+		}
 	}
 	if (limited(v, WINDOW_REQUESTS))
-		err |= put_dim(out, suffix[WINDOW_REQUESTS], v->limit[WINDOW_REQUESTS],
-			       v->remaining[WINDOW_REQUESTS], reset[WINDOW_REQUESTS]);
+		p = put_dim(p, suffix[WINDOW_REQUESTS].s, suffix[WINDOW_REQUESTS].len,
+			    v->limit[WINDOW_REQUESTS], v->remaining[WINDOW_REQUESTS],
+			    reset[WINDOW_REQUESTS], reset_len[WINDOW_REQUESTS]);
 	if (tok >= 0)
-		err |= put_dim(out, "tokens", v->limit[tok], v->remaining[tok], reset[tok]);
+		p = put_dim(p, "tokens", 6, v->limit[tok], v->remaining[tok], reset[tok],
+			    reset_len[tok]);
 	for (d = WINDOW_INPUT; d < WINDOW_DIMS; d++)
 		if (limited(v, d))
-			err |= put_dim(out, suffix[d], v->limit[d], v->remaining[d], reset[d]);
-	return err ? -ENOMEM : 0;
+			p = put_dim(p, suffix[d].s, suffix[d].len, v->limit[d], v->remaining[d],
+				    reset[d], reset_len[d]);
+	return buf_append(out, text, (size_t)(p - text)) < 0 ? -ENOMEM : 0;
 }
 
 int ratelimit_denied(struct buf *headers, struct buf *body, const struct window_verdict *v,
@@ -104,30 +124,47 @@ int ratelimit_denied(struct buf *headers, struct buf *body, const struct window_
 {
 	int d = v->denied_dim >= 0 && v->denied_dim < WINDOW_DIMS ? v->denied_dim : WINDOW_REQUESTS;
 	const char *type = d == WINDOW_REQUESTS ? "requests" : "tokens";
-	/* Only the message is bounded: a long model name is cut at 200 bytes there. */
-	int mlen = model_len > 200 ? 200 : (int)model_len;
-	char msg[512], wait[32];
+	/* Only the message is bounded: a long model name is cut at 200 bytes there, and (as
+	 * printf's %.*s would) at a NUL byte. Everything else in it is bounded too, so it fits. */
+	size_t mlen = model ? strnlen(model, model_len > 200 ? 200 : model_len) : 0;
+	char msg[512], wait[32], *p = msg;
 	int err = 0;
 
 	if (v->never_fits) {
-		snprintf(msg, sizeof(msg),
-			 "Request too large for %.*s in organization llmlimit on %s: Limit %llu, "
-			 "Requested %llu. The input or output tokens must be reduced in order to "
-			 "run successfully.", mlen, model, dim_text[d],
-			 (unsigned long long)v->limit[d], (unsigned long long)amount[d]);
+		p = PUT_LIT(p, "Request too large for ");
+		p = put_text(p, model, mlen);
+		p = PUT_LIT(p, " in organization llmlimit on ");
+		p = put_text(p, dim_text[d], strlen(dim_text[d]));
+		p = PUT_LIT(p, ": Limit ");
+		p = put_num(p, v->limit[d]);
+		p = PUT_LIT(p, ", Requested ");
+		p = put_num(p, amount[d]);
+		p = PUT_LIT(p, ". The input or output tokens must be reduced in order to run "
+			    "successfully.");
 	} else {
 		uint64_t ms = v->retry_after_ms ? v->retry_after_ms : 1;
+		size_t wlen = num_format_go_duration(ms, wait, sizeof(wait));
 
-		num_format_go_duration(ms, wait, sizeof(wait));
-		snprintf(msg, sizeof(msg),
-			 "Rate limit reached for %.*s in organization llmlimit on %s: Limit %llu, "
-			 "Used %llu, Requested %llu. Please try again in %s.", mlen, model,
-			 dim_text[d], (unsigned long long)v->limit[d],
-			 (unsigned long long)v->used[d], (unsigned long long)amount[d], wait);
-		err |= buf_printf(headers, "retry-after: %llu\r\nretry-after-ms: %llu\r\n",
-				  (unsigned long long)((ms + 999) / 1000),
-				  (unsigned long long)ms);
+		p = PUT_LIT(p, "Rate limit reached for ");
+		p = put_text(p, model, mlen);
+		p = PUT_LIT(p, " in organization llmlimit on ");
+		p = put_text(p, dim_text[d], strlen(dim_text[d]));
+		p = PUT_LIT(p, ": Limit ");
+		p = put_num(p, v->limit[d]);
+		p = PUT_LIT(p, ", Used ");
+		p = put_num(p, v->used[d]);
+		p = PUT_LIT(p, ", Requested ");
+		p = put_num(p, amount[d]);
+		p = PUT_LIT(p, ". Please try again in ");
+		p = put_text(p, wait, wlen);
+		p = PUT_LIT(p, ".");
+		err |= buf_puts(headers, "retry-after: ");
+		err |= buf_put_u64(headers, (ms + 999) / 1000);
+		err |= buf_puts(headers, "\r\nretry-after-ms: ");
+		err |= buf_put_u64(headers, ms);
+		err |= buf_puts(headers, "\r\n");
 	}
+	*p = '\0';
 	err |= ratelimit_headers(headers, v);
 	err |= http_error_body(body, msg, type, NULL, "rate_limit_exceeded");
 	return err ? -ENOMEM : 0;

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/num.h"
+
 void buf_init(struct buf *b)
 {
 	b->data = NULL;
@@ -41,7 +43,7 @@ int buf_reserve(struct buf *b, size_t extra)
 	return 0;
 }
 
-int buf_append(struct buf *b, const void *p, size_t n)
+int buf__append_slow(struct buf *b, const void *p, size_t n)
 {
 	int err = buf_reserve(b, n);
 
@@ -52,11 +54,6 @@ int buf_append(struct buf *b, const void *p, size_t n)
 	b->len += n;
 	b->data[b->len] = '\0';
 	return 0;
-}
-
-int buf_puts(struct buf *b, const char *s)
-{
-	return buf_append(b, s, strlen(s));
 }
 
 int buf_vprintf(struct buf *b, const char *fmt, va_list ap)
@@ -97,19 +94,20 @@ int buf_printf(struct buf *b, const char *fmt, ...)
 
 int buf_put_u64(struct buf *b, uint64_t v)
 {
-	char tmp[24];
-	char *p = tmp + sizeof(tmp);
+	char tmp[NUM_U64_DIGITS_MAX];
 
-	do {
-		*--p = (char)('0' + v % 10);
-		v /= 10;
-	} while (v);
-	return buf_append(b, p, (size_t)(tmp + sizeof(tmp) - p));
+	/* In place when the longest number and the NUL fit; growth stays that of an append. */
+	if (b->cap - b->len > NUM_U64_DIGITS_MAX) {
+		b->len += num_format_u64(v, b->data + b->len);
+		b->data[b->len] = '\0';
+		return 0;
+	}
+	return buf_append(b, tmp, num_format_u64(v, tmp));
 }
 
-/* Length of the valid UTF-8 sequence at s (1-4), or 0 if the bytes are not valid UTF-8. */
-static size_t utf8_seq_len(const unsigned char *s, size_t n)
+size_t buf_utf8_len(const char *str, size_t n)
 {
+	const unsigned char *s = (const unsigned char *)str;
 	unsigned char c = s[0];
 	size_t len, i;
 	uint32_t cp;
@@ -141,32 +139,65 @@ static size_t utf8_seq_len(const unsigned char *s, size_t n)
 	return len;
 }
 
+size_t buf_json_plain(const char *s, size_t n)
+{
+	const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
+	size_t i = 0;
+	uint64_t x, q, b, m;
+
+	/* Eight bytes at a time: (v - ones) & ~v & high is nonzero when a byte of v is zero, and
+	 * (v - k * ones) & ~v & high when a byte is below k (k <= 0x80). */
+	for (; n - i >= 8; i += 8) {
+		memcpy(&x, s + i, 8);
+		q = x ^ (ones * '"');
+		b = x ^ (ones * '\\');
+		m = ((x - ones * 0x20) & ~x & high) | ((q - ones) & ~q & high) |
+		    ((b - ones) & ~b & high) | (x & high);
+		if (m) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+			/* Borrows only run towards later bytes: the first flag is a real one. */
+			return i + (size_t)__builtin_ctzll(m) / 8;
+#else
+			break;
+#endif
+		}
+	}
+	for (; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (c < 0x20 || c >= 0x80 || c == '"' || c == '\\')
+			break;
+	}
+	return i;
+}
+
 int buf_put_json_str(struct buf *b, const char *s, size_t n)
 {
 	static const char hex[] = "0123456789abcdef";
-	const unsigned char *p = (const unsigned char *)s;
-	size_t i = 0, run = 0, seq;
+	size_t i = 0, run, seq;
 	int err;
 
 	/* Worst case is 6 output bytes per input byte plus quotes. */
 	if (n > (SIZE_MAX - 8) / 6 || (err = buf_reserve(b, n * 6 + 2)) < 0)
 		return -ENOMEM;
 	b->data[b->len++] = '"';
+	/* s may be NULL when n is 0, and memcpy from NULL is undefined even for 0 bytes. */
 	while (i < n) {
-		unsigned char c = p[i];
+		unsigned char c;
 
-		if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) {
-			i++;
-			run++;
-			continue;
+		run = buf_json_plain(s + i, n - i);
+		if (run) {
+			memcpy(b->data + b->len, s + i, run);
+			b->len += run;
+			i += run;
+			if (i == n)
+				break;
 		}
-		memcpy(b->data + b->len, p + i - run, run);
-		b->len += run;
-		run = 0;
+		c = (unsigned char)s[i];
 		if (c >= 0x80) {
-			seq = utf8_seq_len(p + i, n - i);
+			seq = buf_utf8_len(s + i, n - i);
 			if (seq) {
-				memcpy(b->data + b->len, p + i, seq);
+				memcpy(b->data + b->len, s + i, seq);
 				b->len += seq;
 				i += seq;
 			} else {
@@ -191,10 +222,6 @@ int buf_put_json_str(struct buf *b, const char *s, size_t n)
 		}
 		i++;
 	}
-	/* s may be NULL when n is 0, and memcpy from NULL is undefined even for 0 bytes. */
-	if (run)
-		memcpy(b->data + b->len, p + n - run, run);
-	b->len += run;
 	b->data[b->len++] = '"';
 	b->data[b->len] = '\0';
 	return 0;

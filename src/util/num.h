@@ -15,6 +15,12 @@ int num_parse_u64(const char *s, size_t n, uint64_t max, uint64_t *out);
 __attribute__((warn_unused_result))
 int num_parse_hostport(const char *s, char *host, size_t hostlen, uint16_t *port);
 
+#define NUM_U64_DIGITS_MAX 20
+
+/* Writes v in decimal to out, which has room for NUM_U64_DIGITS_MAX bytes (no NUL is added);
+ * returns the number of digits. */
+size_t num_format_u64(uint64_t v, char *out);
+
 /* Formats a millisecond duration the way OpenAI's rate-limit headers do (Go's
  * time.Duration.String: "0s", "120ms", "1s", "1.5s", "6m0s", "1h2m3s"). Writes at most
  * outlen bytes including the NUL; returns the length written. */

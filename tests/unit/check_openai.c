@@ -989,6 +989,210 @@ START_TEST(test_denied_never_fits)
 }
 END_TEST
 
+/* ---- the fast path for chat bodies ---- */
+
+/* Both halves of openai_parse on one body: when the fast path accepts, the jansson path must
+ * accept too, with the same result; when it gives up, it must leave *out zeroed. Returns the
+ * fast path's code. */
+static int fast_vs_json(const char *body, size_t len)
+{
+	struct openai_request f, j, zero;
+	struct openai_error e;
+	int rf = openai__parse_fast_chat(body, len, &f);
+	int rj = openai__parse_json(OPENAI_CHAT, body, len, &j, &e);
+
+	memset(&zero, 0, sizeof(zero));
+	ck_assert_msg(rf == 0 || rf == -EAGAIN, "fast path: %d", rf);
+	if (rf == -EAGAIN) {
+		ck_assert_msg(memcmp(&f, &zero, sizeof(f)) == 0, "not zeroed: %.*s", (int)len,
+			      body);
+	} else {
+		ck_assert_msg(rj == 0, "fast path accepted what jansson refuses (%s): %.*s",
+			      e.message, (int)len, body);
+		ck_assert_ptr_null(f.root);
+		ck_assert_ptr_null(f.input);
+		ck_assert_uint_eq(f.model_len, j.model_len);
+		ck_assert_msg(memcmp(f.model, j.model, j.model_len + 1) == 0, "model: %.*s",
+			      (int)len, body);
+		ck_assert_uint_eq(f.max_tokens, j.max_tokens);
+		ck_assert_uint_eq(f.n, j.n);
+		ck_assert_uint_eq(f.nprompts, j.nprompts);
+		ck_assert_int_eq(f.stream, j.stream);
+		ck_assert_int_eq(f.include_usage, j.include_usage);
+		ck_assert_msg(f.input_tokens == j.input_tokens, "tokens %llu vs %llu: %.*s",
+			      (unsigned long long)f.input_tokens,
+			      (unsigned long long)j.input_tokens, (int)len, body);
+		ck_assert_uint_eq(f.dimensions, j.dimensions);
+		ck_assert_int_eq(f.base64, j.base64);
+	}
+	openai_request_close(&f);
+	openai_request_close(&j);
+	return rf;
+}
+
+/* Plain bodies, as clients send them: the fast path takes every one. */
+static const char *const fast_bodies[] = {
+	"{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"user\",\"content\":\"lorem ipsum "
+	"dolor sit amet consectetur adipiscing elit sed do lorem\"}],\"max_tokens\":50}",
+	"{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}],"
+	"\"max_tokens\":50,\"max_completion_tokens\":20,\"n\":3,\"stream\":true,"
+	"\"stream_options\":{\"include_usage\":true},\"temperature\":1.5,\"top_p\":0,"
+	"\"tools\":[],\"whatever\":{\"x\":1}}",
+	"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":null,"
+	"\"n\":null,\"stream\":null,\"stream_options\":null,\"temperature\":null}",
+	"{\"model\":\"m\",\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[]},"
+	"{\"role\":\"tool\",\"content\":\"r\",\"name\":null}]}",
+	"{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":\"be brief\"},"
+	"{\"role\":\"user\",\"content\":\"hi there, you\",\"name\":\"bob\"}]}",
+	"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\","
+	"\"text\":\"abcdefghi\"},{\"type\":\"image_url\",\"image_url\":{\"url\":\"x\"}},"
+	"{\"type\":\"input_audio\",\"input_audio\":{}}]}]}",
+	"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"h\\u00e9llo \\ud83d\\ude00"
+	" \\n\\t\\\" caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 \\u0000 \\u20ac\"}]}",
+	" {\n \"messages\" : [ { \"content\" : \"a\" , \"role\" : \"developer\" } ] ,\r\n"
+	" \"model\" : \"x\" , \"top_p\": 0.5e0, \"temperature\": 2,"
+	" \"logit_bias\": {\"1\": -100, \"2\": 1.5E+2},"
+	" \"seed\": -123456789012345678 } \n",
+	"{\"model\":\"m\",\"messages\":[{\"role\":\"function\",\"content\":null,\"name\":\"f\"}],"
+	"\"stream\":false,\"user\":\"u\",\"metadata\":{\"a\":[1,[2,[3,{\"b\":null}]]],\"c\":true,"
+	"\"d\":false,\"e\":-0.0}}",
+	"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\","
+	"\"text\":5},{\"type\":\"text\",\"text\":\"\"}]}],\"temperature\":0.7}",
+};
+
+START_TEST(test_fast_path_taken)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(fast_bodies) / sizeof(fast_bodies[0]); i++)
+		ck_assert_msg(fast_vs_json(fast_bodies[i], strlen(fast_bodies[i])) == 0,
+			      "fast path gave up: %s", fast_bodies[i]);
+}
+END_TEST
+
+/* Bodies the fast path leaves to jansson: openai_parse still answers them (accepting the valid
+ * ones, with jansson's message for the others). */
+static const char *const slow_bodies[] = {
+	/* jansson accepts these, but the fast path cannot tell cheaply */
+	"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+	"\"mod\\u0065l\":\"y\"}",
+	"{\"model\":\"g\\u0070t\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
+	"{\"model\":\"m\",\"messages\":[{\"role\":\"us\\u0065r\",\"content\":\"x\"}]}",
+	"{\"model\":\"m\",\"model\":\"n\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
+	"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\",\"content\":\"yy\"}]}",
+	"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"seed\":"
+	"1234567890123456789}",
+	"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"deep\":"
+	"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]"
+	"]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}",
+	/* jansson refuses these */
+	"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]} x",
+	"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"\\ud800\"}]}",
+	"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"\\udc00\\ud800\"}]}",
+	"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"\xed\xa0\x80\"}]}",
+	"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"\xc0\xaf\"}]}",
+	"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"\\x\"}]}",
+	"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"a\tb\"}]}",
+	"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"t\":1e999}",
+	"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"t\":01}",
+	"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"t\":1.}",
+	"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"t\":truex}",
+	"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"},]}",
+	"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],}",
+	"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"k\\u0000\":1}",
+	"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]",
+	/* valid JSON, refused by validation */
+	"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":0}",
+	"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":2.0}",
+	"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"top_p\":1.5}",
+	"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+	"\"stream_options\":{}}",
+	"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\"}]}]}",
+	"{\"model\":\"m\",\"messages\":[{\"role\":\"user\"}]}",
+	"{\"model\":\"\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
+	"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
+	"[1]",
+};
+
+START_TEST(test_fast_path_gives_up)
+{
+	const char *body = slow_bodies[_i];
+	struct openai_request r;
+	struct openai_error e;
+	json_error_t je;
+	json_t *v = json_loadb(body, strlen(body), JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
+	int rc;
+
+	ck_assert_int_eq(fast_vs_json(body, strlen(body)), -EAGAIN);
+	rc = openai_parse(OPENAI_CHAT, body, strlen(body), &r, &e);
+	if (!v)
+		ck_assert_msg(rc == -EINVAL && strstr(e.message, je.text), "%s: [%s]", body,
+			      rc ? e.message : "accepted");
+	else if (rc == 0)
+		ck_assert_ptr_nonnull(r.root);
+	openai_request_close(&r);
+	json_decref(v);
+}
+END_TEST
+
+/* Random edits of the plain bodies (bytes, deletions, insertions of tricky tokens), as a cheap
+ * differential fuzzer with a fixed seed. */
+START_TEST(test_fast_path_mutations)
+{
+	static const char *const tokens[] = {
+		"\\u00e9", "\\ud83d\\ude00", "\\ud800", "\\udc00", "\\u0000", "\\", "\"", "1e999",
+		"-0", "0.5", "01", "1.", "-", "123456789012345678", "1234567890123456789", "null",
+		"true", "false", "truex", "\xc3", "\xc3\xa9", "\xed\xa0\x80", "\x01", "\x7f", "{}",
+		"[]", "[", "]", "{", "}", ",", ":", " ", "\"model\":\"z\",", "\"messages\":[],",
+		"\"max_tokens\":1000000,", "\"max_tokens\":1000001,", "\"n\":128,", "\"n\":129,",
+		"\"stream\":true,", "\"stream_options\":{},", "\"role\":\"user\",",
+		"\"role\":\"assistant\",", "\"content\":null,", "\"content\":[],",
+		"\"name\":\"n\",",
+		"\"type\":\"text\",", "\"text\":1,", "\"temperature\":2.0000001,",
+		"\"include_usage\":true,",
+	};
+	uint64_t seed = 0x9e3779b97f4a7c15ull;
+	size_t nfast = 0, i;
+	char buf[1024];
+
+	for (i = 0; i < 20000; i++) {
+		const char *base = fast_bodies[i % (sizeof(fast_bodies) / sizeof(fast_bodies[0]))];
+		size_t len = strlen(base), k, nedits;
+
+		memcpy(buf, base, len);
+		for (nedits = 1 + i % 3, k = 0; k < nedits; k++) {
+			size_t pos, n;
+			const char *t;
+
+			seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+			pos = (size_t)(seed >> 33) % (len + 1);
+			switch ((seed >> 20) % 3) {
+			case 0:
+				if (pos < len)
+					buf[pos] = (char)(seed >> 40);
+				break;
+			case 1:
+				n = pos + 4 > len ? len - pos : 4;
+				memmove(buf + pos, buf + pos + n, len - pos - n);
+				len -= n;
+				break;
+			default:
+				t = tokens[(seed >> 45) % (sizeof(tokens) / sizeof(tokens[0]))];
+				n = strlen(t);
+				if (len + n > sizeof(buf))
+					break;
+				memmove(buf + pos + n, buf + pos, len - pos);
+				memcpy(buf + pos, t, n);
+				len += n;
+			}
+		}
+		nfast += fast_vs_json(buf, len) == 0;
+	}
+	/* The edits leave a good share of bodies valid: the comparison is not vacuous. */
+	ck_assert_uint_gt(nfast, 1000);
+}
+END_TEST
+
 static Suite *openai_suite(void)
 {
 	Suite *s = suite_create("openai");
@@ -1000,6 +1204,12 @@ static Suite *openai_suite(void)
 	tcase_add_loop_test(tc, test_validation, 0,
 			    (int)(sizeof(bad_cases) / sizeof(bad_cases[0])));
 	tcase_add_test(tc, test_validation_array_limit);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("fast");
+	tcase_add_test(tc, test_fast_path_taken);
+	tcase_add_loop_test(tc, test_fast_path_gives_up, 0,
+			    (int)(sizeof(slow_bodies) / sizeof(slow_bodies[0])));
+	tcase_add_test(tc, test_fast_path_mutations);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -331,6 +331,55 @@ START_TEST(test_json_appends)
 }
 END_TEST
 
+START_TEST(test_json_plain)
+{
+	/* Every position and length of the special byte around the 8-byte steps, from an
+	 * exact-size heap copy so ASan sees any read past the end. */
+	static const char specials[] = { '"', '\\', 0x00, 0x1f, (char)0x80, (char)0xc3,
+					 (char)0xff };
+	size_t n, pos, k;
+
+	ck_assert_uint_eq(buf_json_plain("", 0), 0);
+	for (n = 1; n <= 40; n++) {
+		char *s = malloc(n);
+
+		ck_assert_ptr_nonnull(s);
+		memset(s, 'a', n);
+		s[0] = ' ';
+		s[n - 1] = 0x7f;
+		ck_assert_uint_eq(buf_json_plain(s, n), n);
+		for (pos = 0; pos < n; pos++) {
+			for (k = 0; k < sizeof(specials); k++) {
+				memset(s, '~', n);
+				s[pos] = specials[k];
+				/* A second special later must not hide the first. */
+				if (pos + 3 < n)
+					s[pos + 3] = 0x01;
+				ck_assert_msg(buf_json_plain(s, n) == pos,
+					      "n %zu pos %zu byte 0x%02x", n, pos,
+					      (unsigned char)specials[k]);
+			}
+		}
+		free(s);
+	}
+}
+END_TEST
+
+START_TEST(test_utf8_len)
+{
+	ck_assert_uint_eq(buf_utf8_len("a", 1), 1);
+	ck_assert_uint_eq(buf_utf8_len("\xc3\xa9", 2), 2);
+	ck_assert_uint_eq(buf_utf8_len("\xe2\x82\xac", 3), 3);
+	ck_assert_uint_eq(buf_utf8_len("\xf0\x9f\x98\x80", 4), 4);
+	ck_assert_uint_eq(buf_utf8_len("\xc3", 1), 0);          /* truncated */
+	ck_assert_uint_eq(buf_utf8_len("\xc0\xaf", 2), 0);      /* overlong */
+	ck_assert_uint_eq(buf_utf8_len("\xed\xa0\x80", 3), 0);  /* a surrogate */
+	ck_assert_uint_eq(buf_utf8_len("\xf4\x90\x80\x80", 4), 0);  /* past U+10FFFF */
+	ck_assert_uint_eq(buf_utf8_len("\x80", 1), 0);
+	ck_assert_uint_eq(buf_utf8_len("\xc3(", 2), 0);
+}
+END_TEST
+
 static Suite *buf_suite(void)
 {
 	Suite *s = suite_create("buf");
@@ -356,6 +405,8 @@ static Suite *buf_suite(void)
 	tcase_add_test(tc, test_json_truncated);
 	tcase_add_test(tc, test_json_at_page_end);
 	tcase_add_test(tc, test_json_appends);
+	tcase_add_test(tc, test_json_plain);
+	tcase_add_test(tc, test_utf8_len);
 	suite_add_tcase(s, tc);
 	return s;
 }
@@ -562,6 +613,31 @@ START_TEST(test_format_seconds)
 }
 END_TEST
 
+START_TEST(test_format_u64)
+{
+	char out[NUM_U64_DIGITS_MAX + 1], want[32];
+	uint64_t p = 1;
+	int i;
+
+	/* Around every power of ten, where the digit count changes. */
+	for (i = 0; i < 20; i++, p *= 10) {
+		uint64_t v[3] = { p - 1, p, p + 1 };
+		int k;
+
+		for (k = 0; k < 3; k++) {
+			size_t n = num_format_u64(v[k], out);
+
+			out[n] = '\0';
+			snprintf(want, sizeof(want), "%llu", (unsigned long long)v[k]);
+			ck_assert_str_eq(out, want);
+		}
+	}
+	ck_assert_uint_eq(num_format_u64(UINT64_MAX, out), 20);
+	out[20] = '\0';
+	ck_assert_str_eq(out, "18446744073709551615");
+}
+END_TEST
+
 static Suite *num_suite(void)
 {
 	Suite *s = suite_create("num");
@@ -577,6 +653,7 @@ static Suite *num_suite(void)
 	tcase_add_test(tc, test_go_duration);
 	tcase_add_test(tc, test_go_duration_truncates);
 	tcase_add_test(tc, test_format_seconds);
+	tcase_add_test(tc, test_format_u64);
 	suite_add_tcase(s, tc);
 	return s;
 }
