@@ -141,6 +141,7 @@ static int split_seeds(struct node_cluster *c, const char *seeds, char *errbuf, 
 int node_cluster_start(struct node_cluster **out, uv_loop_t *loop, const struct config *cfg,
 		       struct metrics *metrics, uint16_t http_port, char *errbuf, size_t errlen)
 {
+	struct members_config timings;
 	struct gossip_config gc;
 	struct peer_config pc;
 	struct node_cluster *c;
@@ -202,6 +203,20 @@ int node_cluster_start(struct node_cluster **out, uv_loop_t *loop, const struct 
 	gc.nseeds = c->nseeds;
 	gc.keyring = c->keyring;
 	gc.metrics = metrics;
+	members_config_default(&timings);
+	if (cfg->gossip_probe_interval_ms)
+		timings.probe_interval_ms = cfg->gossip_probe_interval_ms;
+	if (cfg->gossip_probe_timeout_ms)
+		timings.probe_timeout_ms = cfg->gossip_probe_timeout_ms;
+	if (cfg->gossip_suspicion_mult)
+		timings.suspicion_mult = cfg->gossip_suspicion_mult;
+	if (cfg->gossip_push_pull_interval_ms)
+		timings.push_pull_interval_ms = cfg->gossip_push_pull_interval_ms;
+	if (timings.probe_timeout_ms >= timings.probe_interval_ms)
+		return fail(errbuf, errlen, -EINVAL, "--gossip-probe-timeout-ms (%u) must be below "
+			    "--gossip-probe-interval-ms (%u)", timings.probe_timeout_ms,
+			    timings.probe_interval_ms);
+	gc.timings = &timings;
 	gc.on_change = rebuild_ring;
 	gc.on_member = on_member;
 	gc.cb_arg = c;

@@ -64,6 +64,14 @@ const char config_usage[] =
 	"                            (default 2; 1 turns replication and failover off)\n"
 	"  --replicate-interval-ms N how often changed windows are replicated, in batches\n"
 	"                            [LLMLIMIT_REPLICATE_INTERVAL_MS] (default 50)\n"
+	"  --gossip-probe-interval-ms N   SWIM probe period [LLMLIMIT_GOSSIP_PROBE_INTERVAL_MS]\n"
+	"                            (default 200)\n"
+	"  --gossip-probe-timeout-ms N    direct probe timeout before indirect probes, below the\n"
+	"                            interval [LLMLIMIT_GOSSIP_PROBE_TIMEOUT_MS] (default 100)\n"
+	"  --gossip-suspicion-mult N suspicion timeout in probe intervals, scaled by cluster\n"
+	"                            size [LLMLIMIT_GOSSIP_SUSPICION_MULT] (default 4)\n"
+	"  --gossip-push-pull-interval-ms N   full-state exchange period, heals partitions\n"
+	"                            [LLMLIMIT_GOSSIP_PUSH_PULL_INTERVAL_MS] (default 5000)\n"
 	"  --peer-batch-max N        most checks per node-to-node frame (default 1024); 1 turns\n"
 	"                            batching off, for measuring it [LLMLIMIT_PEER_BATCH_MAX]\n"
 	"\n"
@@ -111,6 +119,14 @@ static const struct opt opts[] = {
 	{"replicas", "LLMLIMIT_REPLICAS", OPT_U32, OFF(replicas), 1, 8},
 	{"replicate-interval-ms", "LLMLIMIT_REPLICATE_INTERVAL_MS", OPT_U32,
 	 OFF(replicate_interval_ms), 1, 10000},
+	{"gossip-probe-interval-ms", "LLMLIMIT_GOSSIP_PROBE_INTERVAL_MS", OPT_U32,
+	 OFF(gossip_probe_interval_ms), 10, 60000},
+	{"gossip-probe-timeout-ms", "LLMLIMIT_GOSSIP_PROBE_TIMEOUT_MS", OPT_U32,
+	 OFF(gossip_probe_timeout_ms), 5, 60000},
+	{"gossip-suspicion-mult", "LLMLIMIT_GOSSIP_SUSPICION_MULT", OPT_U32,
+	 OFF(gossip_suspicion_mult), 1, 100},
+	{"gossip-push-pull-interval-ms", "LLMLIMIT_GOSSIP_PUSH_PULL_INTERVAL_MS", OPT_U32,
+	 OFF(gossip_push_pull_interval_ms), 100, 3600000},
 	{"keys", "LLMLIMIT_KEYS", OPT_STR, OFF(keys_path), 0, 0},
 	{"max-keys", "LLMLIMIT_MAX_KEYS", OPT_U64, OFF(max_keys), 1, 1000000000},
 	{"max-body-bytes", "LLMLIMIT_MAX_BODY_BYTES", OPT_SIZE, OFF(http.max_body_bytes), 1,

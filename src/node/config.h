@@ -31,6 +31,11 @@ struct config {
 	uint32_t peer_batch_max;        /* checks per frame; 0 = protocol maximum */
 	uint32_t replicas;              /* copies of each key's window, owner included */
 	uint32_t replicate_interval_ms;
+	/* Membership timings; 0 keeps the default of src/gossip/members.c. */
+	uint32_t gossip_probe_interval_ms;
+	uint32_t gossip_probe_timeout_ms;
+	uint32_t gossip_suspicion_mult;
+	uint32_t gossip_push_pull_interval_ms;
 	bool help;
 	bool version;
 };

@@ -110,7 +110,9 @@ START_TEST(test_help_and_usage_cover_every_flag)
 		"--max-connections", "--max-pipeline", "--admission-log", "--shutdown-grace-ms",
 		"--log-level", "--help", "--version", "--node-id", "--peer-listen", "--advertise",
 		"--seeds", "--cluster-key-file", "--owner-failure", "--peer-timeout-ms",
-		"--peer-batch-max", "--replicas", "--replicate-interval-ms", "keygen", "healthcheck"};
+		"--peer-batch-max", "--replicas", "--replicate-interval-ms", "--gossip-probe-interval-ms",
+		"--gossip-probe-timeout-ms", "--gossip-suspicion-mult", "--gossip-push-pull-interval-ms",
+		"keygen", "healthcheck"};
 	struct config c;
 	char err[256];
 	size_t i;
