@@ -18,6 +18,7 @@
 #include "peer/peer.h"
 #include "util/buf.h"
 #include "util/log.h"
+#include "util/num.h"
 #include "wire/keyring.h"
 #include "wire/wire.h"
 
@@ -264,17 +265,6 @@ bool node_cluster_ready(const struct node_cluster *c)
 	return c->gossip && gossip_joined(c->gossip);
 }
 
-static int hexdig(char ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
-}
-
 /* Finds `key=` in a query string and percent-decodes its value into out. Length or -1. */
 static int query_key(const char *q, size_t qlen, char *out, size_t outlen)
 {
@@ -289,8 +279,9 @@ static int query_key(const char *q, size_t qlen, char *out, size_t outlen)
 			for (i += 4; i < end && n < outlen; i++) {
 				int hi, lo;
 
-				if (q[i] == '%' && i + 2 < end + 1 && (hi = hexdig(q[i + 1])) >= 0 &&
-				    (lo = hexdig(q[i + 2])) >= 0) {
+				if (q[i] == '%' && i + 2 < end &&
+				    (hi = num_hex_digit(q[i + 1])) >= 0 &&
+				    (lo = num_hex_digit(q[i + 2])) >= 0) {
 					out[n++] = (char)(hi << 4 | lo);
 					i += 2;
 				} else {

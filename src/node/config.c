@@ -297,17 +297,6 @@ int config_parse_args(int argc, char *const argv[], const char *(*getenv_fn)(con
 	return 0;
 }
 
-static int hexval(char ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
-}
-
 int config_parse_cluster_keys(const char *text, size_t len, uint8_t (*keys)[32], size_t max,
 			      size_t *n, char *errbuf, size_t errlen)
 {
@@ -316,7 +305,7 @@ int config_parse_cluster_keys(const char *text, size_t len, uint8_t (*keys)[32],
 	*n = 0;
 	/* A raw 32-byte secret (e.g. `head -c 32 /dev/urandom`) is accepted as one key. */
 	if (len == 32 && memchr(text, '\n', len) == NULL) {
-		for (i = 0; i < 32 && hexval(text[i]) >= 0; i++)
+		for (i = 0; i < 32 && num_hex_digit(text[i]) >= 0; i++)
 			;
 		if (i < 32) {
 			memcpy(keys[0], text, 32);
@@ -344,7 +333,7 @@ int config_parse_cluster_keys(const char *text, size_t len, uint8_t (*keys)[32],
 		if (*n == max)
 			return fail(errbuf, errlen, "line %zu: more than %zu keys", line, max);
 		for (b = 0; b < 32; b++) {
-			int hi = hexval(start[2 * b]), lo = hexval(start[2 * b + 1]);
+			int hi = num_hex_digit(start[2 * b]), lo = num_hex_digit(start[2 * b + 1]);
 
 			if (hi < 0 || lo < 0)
 				return fail(errbuf, errlen, "line %zu: not a hex digit at column %zu",

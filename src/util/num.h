@@ -30,4 +30,16 @@ size_t num_format_go_duration(uint64_t ms, char *out, size_t outlen);
  * without the unit): 1200 -> "1.2", 1000 -> "1", 5 -> "0.005". Returns the length written. */
 size_t num_format_seconds(uint64_t ms, char *out, size_t outlen);
 
+/* The value of one hex digit (either case), or -1. */
+static inline int num_hex_digit(char ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	if (ch >= 'A' && ch <= 'F')
+		return ch - 'A' + 10;
+	return -1;
+}
+
 #endif
