@@ -24,6 +24,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import audit  # noqa: E402
 import harness  # noqa: E402
 from harness import check, chat_body, do_request, json_or_none  # noqa: E402
 from cluster import Cluster  # noqa: E402
@@ -222,50 +223,6 @@ def test_non_owner_writes_owner_headers():
           (owner_id, len(resp), dict(collections.Counter(r[1] for r in resp))))
 
 
-def run_paced(total, seconds, threads, send):
-    """Sends `total` requests on a fixed schedule (request i at start + i*seconds/total), request
-    i to node i % 3, from `threads` workers holding one keep-alive connection per node.
-    send(conn, i) returns a record. Returns (records, span: first send to last response)."""
-    lock = threading.Lock()
-    nxt = [0]
-    records = [None] * total
-    start = time.monotonic() + 0.2
-    done_at = [start]
-
-    def worker():
-        conns = [n.conn(timeout=30.0) for n in NODES]
-        try:
-            while True:
-                with lock:
-                    i = nxt[0]
-                    nxt[0] += 1
-                if i >= total:
-                    return
-                delay = start + i * seconds / total - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)  # pacing to a schedule, not waiting for a condition
-                k = i % len(NODES)
-                try:
-                    records[i] = (k,) + send(conns[k], i)
-                except Exception as e:  # noqa: BLE001 - recorded and reported
-                    records[i] = (k, "error", repr(e))
-                    conns[k].close()
-                    conns[k] = NODES[k].conn(timeout=30.0)
-                with lock:
-                    done_at[0] = max(done_at[0], time.monotonic())
-        finally:
-            for c in conns:
-                c.close()
-
-    ts = [threading.Thread(target=worker, daemon=True) for _ in range(threads)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join(timeout=seconds + 120)
-        check(not t.is_alive(), "client thread still running %.0fs after its schedule" % (seconds + 120))
-    return records, done_at[0] - start
-
-
 def rpm_load():
     body = chat_body("ping", max_tokens=1)
 
@@ -273,32 +230,13 @@ def rpm_load():
         s, h, b = do_request(c, "POST", "/v1/chat/completions", body, key="k_rpm")
         return (s, h.get("x-ratelimit-remaining-requests"), h.get("retry-after"), b[:200])
 
-    RESULTS["rpm"] = run_paced(RPM_TOTAL, RPM_SECONDS, 6, send)
+    RESULTS["rpm"] = audit.run_paced(NODES, RPM_TOTAL, RPM_SECONDS, 6, send)
 
 
 def mix_load(seed):
-    rng = random.Random(seed)
-    plan = []
-    for _ in range(int(MIX_SECONDS * MIX_RATE)):
-        size = rng.choice([rng.randint(1, 40), rng.randint(40, 400), rng.randint(400, 1200)])
-        n = rng.choice([1, 1, 2, 4])  # multiplies reservation and completion
-        plan.append({"chat": rng.random() < 0.8, "size": size, "n": n,
-                     "max_tokens": rng.choice([rng.randint(1, 20), rng.randint(20, 1800 // n)])})
-
-    def send(c, i):
-        p = plan[i]
-        text = "t" * p["size"]
-        if p["chat"]:
-            s, h, body = do_request(c, "POST", "/v1/chat/completions",
-                                    chat_body(text, max_tokens=p["max_tokens"], n=p["n"]), key="k_tok")
-        else:
-            s, h, body = do_request(c, "POST", "/v1/completions",
-                                    {"model": "mock-gpt", "prompt": text, "max_tokens": p["max_tokens"],
-                                     "n": p["n"]}, key="k_tok")
-        return (s, json_or_none(body))
-
+    plan = audit.mix_plan(random.Random(seed), int(MIX_SECONDS * MIX_RATE))
     RESULTS["mix_plan"] = plan
-    RESULTS["mix"] = run_paced(len(plan), MIX_SECONDS, 3, send)
+    RESULTS["mix"] = audit.run_paced(NODES, len(plan), MIX_SECONDS, 3, audit.mix_sender(plan, "k_tok"))
 
 
 def test_global_load():
@@ -403,81 +341,16 @@ def test_input_tpm_windows_merged_logs():
         harness.wait_until(complete, timeout=10.0, what="every node's k_tok A and J lines")
     except AssertionError as e:
         check(False, str(e))
-    audit(admitted, "while running")
+    audit_logs(admitted, "while running")
 
 
 def tok_lines(node):
     return [f for f in node.admission_lines() if len(f) > 2 and f[2] == "k_tok"]
 
 
-def audit(admitted, when):
-    """Per node: its A/J lines match the 200s it answered. Merged (one clock): replays every
-    admission and checks the 60 s windows ending at each one."""
-    events = []  # (t, node, "A", input, reserved, bucket) / (t, node, "J", bucket, delta)
-    for n in NODES:
-        a_lines = j_lines = 0
-        mine = []
-        for f in tok_lines(n):
-            try:
-                if f[0] == "A" and len(f) == 7:
-                    check(int(f[3]) == 1, "%s: %s A line with requests != 1: %r" % (when, n.node_id, f))
-                    mine.append((int(f[1]), n.node_id, "A", int(f[4]), int(f[5]), int(f[6])))
-                    a_lines += 1
-                elif f[0] == "J" and len(f) == 5:
-                    mine.append((int(f[1]), n.node_id, "J", int(f[3]), int(f[4])))
-                    j_lines += 1
-                else:
-                    check(False, "%s: %s admission log: malformed line %r" % (when, n.node_id, " ".join(f)))
-            except ValueError:
-                check(False, "%s: %s admission log: malformed line %r" % (when, n.node_id, " ".join(f)))
-        adm = admitted.get(n.node_id, [])
-        check(a_lines == len(adm), "%s: %s has %d A lines for k_tok but answered %d 200s"
-              % (when, n.node_id, a_lines, len(adm)))
-        check(collections.Counter((e[3], e[4]) for e in mine if e[2] == "A")
-              == collections.Counter((a[0], a[1]) for a in adm),
-              "%s: %s: (input, reserved) of its A lines differ from its 200s" % (when, n.node_id))
-        want_d = collections.Counter(a[2] - a[1] for a in adm if a[2] != a[1])
-        got_d = collections.Counter(e[4] for e in mine if e[2] == "J" and e[4] != 0)
-        check(want_d == got_d, "%s: %s: J deltas %r differ from completion - reserved %r"
-              % (when, n.node_id, sorted(got_d.elements())[:20], sorted(want_d.elements())[:20]))
-        ts = [e[0] for e in mine]
-        check(ts == sorted(ts), "%s: %s: t_ms goes backwards in its admission log" % (when, n.node_id))
-        events += mine
-    events.sort(key=lambda e: e[0])  # stable: each node's own order is kept on equal times
-
-    # A J line names the owner's bucket of its admission; it is attributed to an unreconciled
-    # admission of the same node and bucket that can absorb it (the smallest). The run lasts
-    # less than 60 s, and the owner counts a bucket for at least 60 s, so each window computed
-    # here is a subset of what the owner had charged when it admitted the newest of them.
-    adm, pending = [], collections.defaultdict(list)
-    worst_in = worst_out = 0
-    for e in events:
-        if e[2] == "A":
-            t, node, _, inp, res, bucket = e
-            rec = [t, inp, res, 0]
-            adm.append(rec)
-            pending[(node, bucket)].append(rec)
-            win = [a for a in adm if a[0] > t - 60000]
-            s_in, s_out = sum(a[1] for a in win), sum(a[2] + a[3] for a in win)
-            worst_in, worst_out = max(worst_in, s_in), max(worst_out, s_out)
-            check(s_in <= IN_TPM, "%s: window ending at t=%d (%s) holds %d input tokens > %d"
-                  % (when, t, node, s_in, IN_TPM))
-            check(s_out <= OUT_TPM, "%s: window ending at t=%d (%s) holds %d output tokens > %d"
-                  % (when, t, node, s_out, OUT_TPM))
-        else:
-            t, node, _, bucket, delta = e
-            check(delta <= 0, "%s: J delta %d > 0, but the mock never exceeds its cap" % (when, delta))
-            fits = [r for r in pending[(node, bucket)] if r[2] + delta >= 0]
-            if not check(fits, "%s: %s J at t=%d (bucket %d, delta %d) matches none of its admissions"
-                         % (when, node, t, bucket, delta)):
-                continue
-            rec = min(fits, key=lambda r: r[2])
-            pending[(node, bucket)].remove(rec)
-            rec[3] += delta
-    total_a = sum(len(v) for v in admitted.values())
-    check(len(adm) == total_a, "%s: %d A lines in the merged logs, %d 200s" % (when, len(adm), total_a))
-    print("  audit %s: %d A lines over %d logs; peak window input %d/%d, output %d/%d"
-          % (when, len(adm), len(NODES), worst_in, IN_TPM, worst_out, OUT_TPM))
+def audit_logs(admitted, when):
+    """Per node, its k_tok A/J lines match the 200s it answered; merged, every 60 s window holds."""
+    audit.audit_windows({n.node_id: tok_lines(n) for n in NODES}, admitted, IN_TPM, OUT_TPM, when)
 
 
 def test_clean_exit_and_final_logs():
@@ -495,7 +368,7 @@ def test_clean_exit_and_final_logs():
                 p = RESULTS["mix_plan"][i]
                 admitted[NODES[r[0]].node_id].append((u.get("prompt_tokens"), p["max_tokens"] * p["n"],
                                                       u.get("completion_tokens")))
-        audit(admitted, "after exit")
+        audit_logs(admitted, "after exit")
 
 
 if __name__ == "__main__":

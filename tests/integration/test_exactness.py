@@ -14,12 +14,12 @@ import os
 import random
 import re
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import audit  # noqa: E402
 import harness  # noqa: E402
-from harness import check, chat_body, do_request, json_or_none  # noqa: E402
+from harness import check, chat_body, do_request  # noqa: E402
 
 RPM_TOTAL = 2000
 RPM_LIMIT = 100
@@ -42,48 +42,6 @@ ADMISSION_LOG = None
 ADMITTED = []  # k_tok's 200s as the client saw them: (input, reserved, completion)
 
 
-def run_paced(total, seconds, threads, send):
-    """Sends `total` requests on a fixed schedule (request i at start + i*seconds/total) from
-    `threads` keep-alive connections. send(conn, i) returns a record. Returns (records, span)
-    where span is the time from the first send to the last response."""
-    lock = threading.Lock()
-    nxt = [0]
-    records = [None] * total
-    start = time.monotonic() + 0.2
-    done_at = [start]
-
-    def worker():
-        c = NODE.conn(timeout=30.0)
-        try:
-            while True:
-                with lock:
-                    i = nxt[0]
-                    nxt[0] += 1
-                if i >= total:
-                    return
-                delay = start + i * seconds / total - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)  # pacing to a schedule, not waiting for a condition
-                try:
-                    records[i] = send(c, i)
-                except Exception as e:  # noqa: BLE001 - recorded and reported
-                    records[i] = ("error", repr(e))
-                    c.close()
-                    c = NODE.conn(timeout=30.0)
-                with lock:
-                    done_at[0] = max(done_at[0], time.monotonic())
-        finally:
-            c.close()
-
-    ts = [threading.Thread(target=worker, daemon=True) for _ in range(threads)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join(timeout=seconds + 120)
-        check(not t.is_alive(), "client thread still running %.0fs after its schedule" % (seconds + 120))
-    return records, done_at[0] - start
-
-
 def test_start():
     global NODE, ADMISSION_LOG
     NODE = harness.tracked(harness.Node(KEYS))
@@ -99,7 +57,8 @@ def test_rpm_exact():
         s, h, b = do_request(c, "POST", "/v1/chat/completions", body, key="k_rpm")
         return (s, h.get("x-ratelimit-remaining-requests"), h.get("retry-after"), b[:200])
 
-    records, span = run_paced(RPM_TOTAL, RPM_SECONDS, 4, send)
+    records, span = audit.run_paced([NODE], RPM_TOTAL, RPM_SECONDS, 4, send)
+    records = [r[1:] if r else r for r in records]  # one node: drop its index
     check(span < 58.0, "the %d requests took %.1fs: not all inside one 60 s window, result inconclusive"
           % (RPM_TOTAL, span))
     errors = [r for r in records if r is None or r[0] == "error"]
@@ -126,27 +85,11 @@ def test_token_windows_audit():
     print("  mix seed %d (LLMLIMIT_SEED to replay)" % seed)
     rng = random.Random(seed)
     total = int(MIX_SECONDS * MIX_RATE)
-    plan = []
-    for _ in range(total):
-        size = rng.choice([rng.randint(1, 40), rng.randint(40, 400), rng.randint(400, 1200)])
-        # n multiplies both the reservation and the completion, so output can bind as well as
-        # input; max_tokens x n stays <= 1800 < output_tpm (no "never fits" here).
-        n = rng.choice([1, 1, 2, 4])
-        plan.append({"chat": rng.random() < 0.8, "size": size, "n": n,
-                     "max_tokens": rng.choice([rng.randint(1, 20), rng.randint(20, 1800 // n)])})
+    plan = audit.mix_plan(rng, total)
+    send = audit.mix_sender(plan, "k_tok")
 
-    def send(c, i):
-        p = plan[i]
-        text = "t" * p["size"]
-        if p["chat"]:
-            b = chat_body(text, max_tokens=p["max_tokens"], n=p["n"])
-            s, h, body = do_request(c, "POST", "/v1/chat/completions", b, key="k_tok")
-        else:
-            b = {"model": "mock-gpt", "prompt": text, "max_tokens": p["max_tokens"], "n": p["n"]}
-            s, h, body = do_request(c, "POST", "/v1/completions", b, key="k_tok")
-        return (s, json_or_none(body))
-
-    records, span = run_paced(total, MIX_SECONDS, 2, send)
+    records, span = audit.run_paced([NODE], total, MIX_SECONDS, 2, send)
+    records = [r[1:] if r else r for r in records]  # one node: drop its index
     admitted = ADMITTED
     stats = collections.Counter()
     for i, r in enumerate(records):
@@ -194,7 +137,7 @@ def test_token_windows_audit():
                            % (len(admitted), want_j))
     except AssertionError as e:
         check(False, str(e))
-    audit(lines_for("k_tok"), admitted, "while running")
+    audit_log(admitted, "while running")
 
 
 def lines_for(key):
@@ -206,69 +149,12 @@ def lines_for(key):
     return [ln.split() for ln in text.splitlines() if len(ln.split()) > 2 and ln.split()[2] == key]
 
 
-def audit(lines, admitted, when):
-    """Checks the admission log of k_tok against the limits and against what the client saw."""
-    events = []  # ("A", t, input, reserved, bucket) / ("J", t, bucket, delta)
-    for f in lines:
-        try:
-            if f[0] == "A" and len(f) == 7:
-                events.append(("A", int(f[1]), int(f[4]), int(f[5]), int(f[6]), int(f[3])))
-            elif f[0] == "J" and len(f) == 5:
-                events.append(("J", int(f[1]), int(f[3]), int(f[4])))
-            else:
-                check(False, "admission log: malformed line %r" % " ".join(f))
-        except ValueError:
-            check(False, "admission log: malformed line %r" % " ".join(f))
-    a_ev = [e for e in events if e[0] == "A"]
-    j_ev = [e for e in events if e[0] == "J"]
-    check(len(a_ev) == len(admitted), "%s: %d A lines, but the client got %d 200s" % (when, len(a_ev), len(admitted)))
-    check(all(e[5] == 1 for e in a_ev), "%s: an A line with requests != 1" % when)
-    ts = [e[1] for e in events]
-    check(ts == sorted(ts), "%s: t_ms goes backwards in the admission log" % when)
-    check(collections.Counter((e[2], e[3]) for e in a_ev) == collections.Counter((a[0], a[1]) for a in admitted),
-          "%s: (input, reserved) of A lines differ from the client's 200s" % when)
-    want_d = collections.Counter(a[2] - a[1] for a in admitted if a[2] != a[1])
-    got_d = collections.Counter(e[3] for e in j_ev if e[3] != 0)
-    check(want_d == got_d, "%s: J deltas %r differ from the client's completion - reserved %r"
-          % (when, sorted(got_d.elements())[:20], sorted(want_d.elements())[:20]))
-
-    # Replay in log order. A J line names only the bucket of its admission, so it is attributed
-    # to an unreconciled admission of that bucket that can absorb it (reserved + delta >= 0),
-    # the smallest such. Any such attribution is sound: the daemon counts whole buckets for at
-    # least 60 s, and every admission's reconciled output is >= 0, so a correct daemon keeps
-    # every window sum computed this way <= the limit, whichever admission got the delta.
-    # At every admission, sum the admissions inside (T - 60 s, T].
-    adm = []  # [t, input, reserved, delta_so_far]
-    pending = collections.defaultdict(list)
-    worst_in = worst_out = 0
-    for e in events:
-        if e[0] == "A":
-            _, t, inp, res, bucket, _ = e
-            rec = [t, inp, res, 0]
-            adm.append(rec)
-            pending[bucket].append(rec)
-            win = [a for a in adm if a[0] > t - 60000]
-            s_in = sum(a[1] for a in win)
-            s_out = sum(a[2] + a[3] for a in win)
-            worst_in, worst_out = max(worst_in, s_in), max(worst_out, s_out)
-            check(s_in <= IN_TPM, "%s: window ending at t=%d holds %d input tokens > %d" % (when, t, s_in, IN_TPM))
-            check(s_out <= OUT_TPM, "%s: window ending at t=%d holds %d output tokens > %d"
-                  % (when, t, s_out, OUT_TPM))
-        else:
-            _, t, bucket, delta = e
-            check(delta <= 0, "%s: J delta %d > 0, but the mock never exceeds its cap" % (when, delta))
-            fits = [r for r in pending[bucket] if r[2] + delta >= 0]
-            if not check(fits, "%s: J at t=%d (bucket %d, delta %d) matches no unreconciled admission "
-                         "of that bucket" % (when, t, bucket, delta)):
-                continue
-            rec = min(fits, key=lambda r: r[2])
-            pending[bucket].remove(rec)
-            rec[3] += delta
-    final_out = sum(a[2] + a[3] for a in adm)
+def audit_log(admitted, when):
+    """The admission log of k_tok against the limits and against what the client saw."""
+    n, final_out = audit.audit_windows({"node": lines_for("k_tok")}, {"node": admitted}, IN_TPM, OUT_TPM,
+                                       when)
     check(final_out <= OUT_TPM, "%s: reconciled output %d > %d" % (when, final_out, OUT_TPM))
-    print("  audit %s: %d A, %d J; peak window input %d/%d, output %d/%d, reconciled output %d"
-          % (when, len(a_ev), len(j_ev), worst_in, IN_TPM, worst_out, OUT_TPM, final_out))
-    return len(a_ev)
+    return n
 
 
 def test_clean_exit_and_final_log():
@@ -281,7 +167,7 @@ def test_clean_exit_and_final_log():
     check(len(a_rpm) == RPM_LIMIT, "admission log has %d A lines for k_rpm, expected %d" % (len(a_rpm), RPM_LIMIT))
     check(all(x[0] in ("A", "J") for x in lines if x), "admission log: lines other than A/J: %r"
           % [x for x in lines if x and x[0] not in ("A", "J")][:3])
-    audit(lines_for("k_tok"), ADMITTED, "after exit")
+    audit_log(ADMITTED, "after exit")
 
 
 
