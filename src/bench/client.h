@@ -17,16 +17,25 @@
  *   cost no timer per request (at 10,000 req/s and up the generator's core stays busy);
  *   the report shows the generator's own send lag. Due requests wait in a backlog while every connection is busy;
  *   one that waited longer than --timeout-ms is dropped (counted, not sent).
- * - Failures: a request whose connection was refused, reset or closed before its response is
- *   retried up to --retries times, on another node while one has a live connection; each
- *   lost or failed connection is a connection error of its node, and it reconnects (at once
- *   after losing an open connection, then backing off 10 ms doubling to 1 s). A request
- *   without a response after --timeout-ms fails as a timeout (not retried) and its
- *   connection is closed; the requests pipelined behind it are retried. A response saying
+ * - Failures: as the OpenAI SDKs do, a request is retried up to --retries times, on another
+ *   node while one has a live connection, when its connection was refused, reset or closed
+ *   before its response, when it had no response after --timeout-ms, or when it got a 503 (a
+ *   node joining its cluster or shutting down). A retry is counted in "retried" of the node
+ *   it failed on and queued at once (no backoff; Retry-After is not waited for); one that
+ *   finds no free connection within --timeout-ms of being queued ends as its last attempt
+ *   did. Each lost or failed connection is a connection error of its node, and it
+ *   reconnects (at once after losing an open connection, then backing off 10 ms doubling to
+ *   1 s). A timeout closes the connection (a connection error of kind "timeout"); the
+ *   requests pipelined behind the one that timed out are retried too. A 503 is no
+ *   connection error: the connection stays in use; every 503 counts in its node's
+ *   "unavailable". Out of retries, a request fails as its last attempt did (as a timeout,
+ *   say), or, when that was a 503, the 503 is its response. A response saying
  *   "Connection: close" counts as a connection error of kind "closed" too.
- * - The end: sending stops at --duration or --requests; requests in flight are then awaited
- *   (at most --timeout-ms). Throughput is finished requests over the time from the first
- *   send to the last finish. Transport failures have no latency sample.
+ * - The end: sending stops at --duration or --requests; requests in flight and their retries
+ *   are then awaited (each attempt, and each retry's wait for a connection, at most
+ *   --timeout-ms). Throughput is finished requests over the time from the first send to the
+ *   last finish. Latency runs from a request's first send (or intended time) to its final
+ *   response, retries included; transport failures have no latency sample.
  */
 #ifndef LLMLIMIT_BENCH_CLIENT_H
 #define LLMLIMIT_BENCH_CLIENT_H

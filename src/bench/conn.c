@@ -145,7 +145,9 @@ static int on_headers_complete(llhttp_t *p)
 	c->status = p->status_code;
 	c->keep_body = c->status == 429;
 	c->body_len = 0;
+	/* A 503 that will be retried is no first byte of the request's answer. */
 	if (e->o->stream && c->count && c->status >= 200 &&
+	    (c->status != 503 || c->ring[c->head].attempts > e->o->retries) &&
 	    e->now_read > c->ring[c->head].start_ns)
 		bench_hist_record(&e->st->ttfb, e->now_read - c->ring[c->head].start_ns);
 	return 0;
@@ -184,9 +186,18 @@ static int on_message_complete(llhttp_t *p)
 		c->head = 0;
 	c->count--;
 	e->inflight--;
-	lat = e->now_read > s->start_ns ? e->now_read - s->start_ns : 0;
-	bench_stats_response(e->st, s->node, s->key, c->status, c->body, c->body_len, lat);
-	e->last_done = e->now_read;
+	if (c->status == 503) {
+		e->st->unavailable++;
+		e->st->nodes[s->node].unavailable++;
+	}
+	/* Like the OpenAI SDKs, a 503 (a node joining or leaving its cluster) is retried on
+	 * another node while retries remain; the connection is fine and stays in use. */
+	if (c->status != 503 || !bench__retry(e, s, BENCH_XERR_UNAVAILABLE)) {
+		lat = e->now_read > s->start_ns ? e->now_read - s->start_ns : 0;
+		bench_stats_response(e->st, s->node, s->key, c->status, c->body, c->body_len,
+				     lat);
+		e->last_done = e->now_read;
+	}
 	if (!llhttp_should_keep_alive(p))
 		c->peer_closing = true;
 	else
@@ -332,12 +343,6 @@ void bench__conn_fail(struct bench_conn *c, enum bench_xerr kind)
 			at -= e->o->pipeline;
 		s = c->ring[at];
 		e->inflight--;
-		if (i == 0 && kind == BENCH_XERR_TIMEOUT) {
-			/* The request that timed out is a result, not a retry. */
-			bench_stats_failure(e->st, s.node, s.key, BENCH_XERR_TIMEOUT);
-			e->last_done = uv_hrtime();
-			continue;
-		}
 		bench__requeue(e, &s, kind);
 	}
 	c->head = 0;

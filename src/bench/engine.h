@@ -20,7 +20,7 @@
 /* One request, in flight on a connection or waiting to be retried. */
 struct bench_slot {
 	uint64_t start_ns;   /* latency origin: intended send (open loop) or first send */
-	uint64_t sent_ns;    /* this attempt's send, for the timeout */
+	uint64_t sent_ns;    /* this attempt's send, for the timeout; queued: when queued */
 	uint64_t key;        /* key index */
 	uint32_t node;       /* node of the latest attempt */
 	uint16_t attempts;   /* sends so far */
@@ -128,9 +128,9 @@ int bench__conn_init(struct bench_engine *e, struct bench_conn *c, uint32_t id, 
 int bench__conn_push(struct bench_conn *c, const struct bench_slot *s);
 /* Writes what is buffered on c, now or through uv_write. */
 void bench__conn_flush(struct bench_conn *c);
-/* Fails c: counts a connection error of `kind`, retries or fails what is in flight (with
- * BENCH_XERR_TIMEOUT the oldest request fails as a timeout) and closes it; a reconnect
- * follows unless the run is over. */
+/* Fails c: counts a connection error of `kind`, retries (or, out of retries, fails as `kind`)
+ * what is in flight, the request that timed out included, and closes it; a reconnect follows
+ * unless the run is over. */
 void bench__conn_fail(struct bench_conn *c, enum bench_xerr kind);
 /* Closes c for good at the end of the run (its slots must have been accounted for). */
 void bench__conn_shutdown(struct bench_conn *c);
@@ -140,7 +140,11 @@ enum bench_xerr bench__map_err(int uv_err);
 void bench__settings_init(llhttp_settings_t *s);
 
 /* run.c */
-/* Retries s elsewhere if it has attempts left, else counts its final failure. */
+/* Queues a copy of s (its latest attempt ended in `kind`) to be sent again, preferably to
+ * another node, and counts the retry on s->node. False, counting nothing, when it has no
+ * attempts left, the queue is full or the run is over: s's outcome is then final. */
+bool bench__retry(struct bench_engine *e, struct bench_slot *s, enum bench_xerr kind);
+/* Retries s elsewhere if it can, else counts its final failure as `kind`. */
 void bench__requeue(struct bench_engine *e, struct bench_slot *s, enum bench_xerr kind);
 /* A connection opened or failed for the first time (the run starts when all have). */
 void bench__conn_resolved(struct bench_engine *e, struct bench_conn *c);

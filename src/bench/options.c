@@ -92,9 +92,14 @@ void bench_opts_usage(FILE *f)
 "                         0 (default): closed loop, concurrent x pipeline requests kept in\n"
 "                         flight, each replaced when it finishes; latency from the actual\n"
 "                         send\n"
-"  --timeout-ms MS        per-request timeout; the connection is then closed (default: 10000)\n"
-"  --retries N            times a request whose connection failed (refused, reset, closed) is\n"
-"                         retried, on another node when one is up (default: 3)\n"
+"  --timeout-ms MS        per-attempt timeout: a request without a response by then is retried\n"
+"                         (see --retries) and its connection closed; also the longest a retry\n"
+"                         waits for a free connection (default: 10000)\n"
+"  --retries N            times a request is retried, at once and on another node when one is\n"
+"                         up, after its connection failed (refused, reset, closed), it timed\n"
+"                         out, or it got a 503 (node joining or leaving its cluster). Out of\n"
+"                         retries it fails as its last attempt did; a last 503 is its\n"
+"                         response (default: 3)\n"
 "\n"
 "Requests:\n"
 "  --endpoint E           chat | completions | embeddings | models (default: chat)\n"
@@ -115,7 +120,8 @@ void bench_opts_usage(FILE *f)
 "\n"
 "Exit status: 0 when the run completed (429s and errors included), 1 when no request could be\n"
 "sent at all, 2 on bad options. SIGINT/SIGTERM stop sending, wait for requests in flight\n"
-"(at most --timeout-ms) and print the report; a second signal stops at once.\n",
+"and their retries (each attempt at most --timeout-ms) and print the report; a second signal\n"
+"stops at once.\n",
 	      f);
 }
 

@@ -144,7 +144,7 @@ static void text_latency(FILE *f, const char *what, const struct bench_hist *h)
 
 static void text_nodes(FILE *f, const struct bench_opts *o, const struct bench_stats *s)
 {
-	char a[32], b[32], c[32], d[32], e[32], g[32], h[32];
+	char a[32], b[32], c[32], d[32], e[32], g[32], h[32], u[32];
 	const struct bench_node_stats *n;
 	size_t i;
 	int x;
@@ -153,12 +153,14 @@ static void text_nodes(FILE *f, const struct bench_opts *o, const struct bench_s
 	for (i = 0; i < s->nnodes; i++) {
 		n = &s->nodes[i];
 		fprintf(f, "%s: %s requests, %s ok (%.2f%%), %s rate limited, %s HTTP errors, "
-			"%s transport errors, %s retried, %s connection errors",
+			"%s transport errors, %s retried, %s unavailable (503), "
+			"%s connection errors",
 			o->nodes[i].text, bench_fmt_count(n->requests, a),
 			bench_fmt_count(n->ok, b), pct(n->ok, n->requests),
 			bench_fmt_count(n->limited, c), bench_fmt_count(n->http_errors, d),
-			bench_fmt_count(n->transport_errors, e),
-			bench_fmt_count(n->retried, g), bench_fmt_count(n->connection_errors, h));
+			bench_fmt_count(n->transport_errors, e), bench_fmt_count(n->retried, g),
+			bench_fmt_count(n->unavailable, u),
+			bench_fmt_count(n->connection_errors, h));
 		for (x = 0; x < BENCH_XERR_N; x++)
 			if (n->conn_err_kind[x])
 				fprintf(f, " %s=%" PRIu64, bench_xerr_name((enum bench_xerr)x),
@@ -247,6 +249,7 @@ void bench_report_text(FILE *f, const struct bench_opts *o, const struct bench_s
 	fprintf(f, "Duration: %.2f s sending, %.2f s until the last response\n", secs(s->send_ns),
 		secs(s->elapsed_ns));
 	fprintf(f, "Retries: %s\n", bench_fmt_count(s->retried, a));
+	fprintf(f, "Unavailable (503, retried or final): %s\n", bench_fmt_count(s->unavailable, a));
 	fprintf(f, "Connection Errors: %s\n", bench_fmt_count(s->connection_errors, a));
 	if (o->rate > 0) {
 		fprintf(f, "Open loop: %s sent, %s dropped (waited > --timeout-ms for a free "
@@ -336,10 +339,12 @@ static int json_nodes(struct buf *b, const struct bench_opts *o, const struct be
 		err |= buf_printf(b, ",\"sent\":%" PRIu64 ",\"requests\":%" PRIu64
 				  ",\"successful\":%" PRIu64 ",\"rate_limited\":%" PRIu64
 				  ",\"http_errors\":%" PRIu64 ",\"transport_errors\":%" PRIu64
-				  ",\"retried\":%" PRIu64 ",\"connection_errors\":%" PRIu64
+				  ",\"retried\":%" PRIu64 ",\"unavailable\":%" PRIu64
+				  ",\"connection_errors\":%" PRIu64
 				  ",\"connection_errors_by_kind\":{",
 				  n->sent, n->requests, n->ok, n->limited, n->http_errors,
-				  n->transport_errors, n->retried, n->connection_errors);
+				  n->transport_errors, n->retried, n->unavailable,
+				  n->connection_errors);
 		for (x = 0; x < BENCH_XERR_N; x++)
 			err |= buf_printf(b, "%s\"%s\":%" PRIu64, x ? "," : "",
 					  bench_xerr_name((enum bench_xerr)x), n->conn_err_kind[x]);
@@ -395,14 +400,15 @@ int bench_report_json(struct buf *b, const struct bench_opts *o, const struct be
 	for (i = 0; i < BENCH_XERR_N; i++)
 		err |= buf_printf(b, ",\"%s\":%" PRIu64, bench_xerr_name((enum bench_xerr)i),
 				  s->xerr[i]);
-	err |= buf_printf(b, "},\"retried\":%" PRIu64 ",\"connection_errors\":%" PRIu64
+	err |= buf_printf(b, "},\"retried\":%" PRIu64 ",\"unavailable\":%" PRIu64
+			  ",\"connection_errors\":%" PRIu64
 			  ",\"issued\":%" PRIu64 ",\"dropped\":%" PRIu64 ",\"unsent\":%" PRIu64
 			  ",\"abandoned\":%" PRIu64 ",\"interrupted\":%s"
 			  ",\"throughput_rps\":%.3f,\"target_rps\":%.3f"
 			  ",\"send_duration_s\":%.6f,\"elapsed_s\":%.6f",
-			  s->retried, s->connection_errors, s->issued, s->dropped, s->unsent,
-			  s->abandoned, s->interrupted ? "true" : "false", throughput(s), o->rate,
-			  secs(s->send_ns), secs(s->elapsed_ns));
+			  s->retried, s->unavailable, s->connection_errors, s->issued, s->dropped,
+			  s->unsent, s->abandoned, s->interrupted ? "true" : "false", throughput(s),
+			  o->rate, secs(s->send_ns), secs(s->elapsed_ns));
 	err |= json_hist(b, "latency_ms", &s->lat);
 	err |= json_hist(b, "latency_2xx_ms", &s->lat_ok);
 	err |= json_hist(b, "latency_429_ms", &s->lat_limited);

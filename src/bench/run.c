@@ -48,14 +48,29 @@ static struct bench_slot rq_pop(struct bench_engine *e)
 	return s;
 }
 
+bool bench__retry(struct bench_engine *e, struct bench_slot *s, enum bench_xerr kind)
+{
+	struct bench_slot q = *s;
+
+	if (e->phase == BENCH_PH_DONE || s->attempts > e->o->retries)
+		return false;
+	q.last_err = (uint8_t)kind;
+	/* The wait for a connection is timed from now, not from the failed send: a request
+	 * that timed out would otherwise fail at once, unretried. Latency still runs from
+	 * start_ns; each attempt and each wait is bounded by the timeout, so a request ends
+	 * within about 2 x (retries + 1) x --timeout-ms of its first send. */
+	q.sent_ns = uv_hrtime();
+	if (!rq_push(e, &q))
+		return false;
+	e->st->retried++;
+	e->st->nodes[s->node].retried++;
+	return true;
+}
+
 void bench__requeue(struct bench_engine *e, struct bench_slot *s, enum bench_xerr kind)
 {
-	s->last_err = (uint8_t)kind;
-	if (e->phase != BENCH_PH_DONE && s->attempts <= e->o->retries && rq_push(e, s)) {
-		e->st->retried++;
-		e->st->nodes[s->node].retried++;
+	if (bench__retry(e, s, kind))
 		return;
-	}
 	bench_stats_failure(e->st, s->node, s->key, kind);
 	e->last_done = uv_hrtime();
 }
@@ -368,14 +383,20 @@ static void on_sweep(uv_timer_t *t)
 	/* Do not let a node that swallows SYNs hold the start for a whole timeout. */
 	if (e->phase == BENCH_PH_CONNECTING && now - e->created_ns >= START_WAIT_NS && any_open(e))
 		start_run(e);
-	/* A retry that found no connection within the timeout fails as its last attempt did. */
+	/* A retry that found no connection within the timeout of being queued ends as its last
+	 * attempt did: a transport failure, or the 503 it got. (Queued during this sweep, it
+	 * can be younger than `now`.) */
 	for (n = e->rq_len; n && e->phase != BENCH_PH_DONE; n--) {
 		s = rq_pop(e);
-		if (now - s.sent_ns < tmo) {
+		if (s.sent_ns > now || now - s.sent_ns < tmo) {
 			rq_push(e, &s);
 			continue;
 		}
-		bench_stats_failure(e->st, s.node, s.key, (enum bench_xerr)s.last_err);
+		if (s.last_err == BENCH_XERR_UNAVAILABLE)
+			bench_stats_response(e->st, s.node, s.key, 503, NULL, 0,
+					     now > s.start_ns ? now - s.start_ns : 0);
+		else
+			bench_stats_failure(e->st, s.node, s.key, (enum bench_xerr)s.last_err);
 		e->last_done = now;
 	}
 	pump(e);

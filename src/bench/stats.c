@@ -162,7 +162,7 @@ const char *bench_limit_name(enum bench_limit l)
 const char *bench_xerr_name(enum bench_xerr x)
 {
 	static const char *const names[] = { "timeout", "refused", "reset", "closed", "protocol",
-					     "other" };
+					     "other", "unavailable" };
 
 	return (unsigned)x < BENCH_XERR_N ? names[x] : "other";
 }

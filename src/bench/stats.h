@@ -19,7 +19,7 @@ enum bench_limit {
 	BENCH_LIMIT_N
 };
 
-/* Why a request got no HTTP response. */
+/* Why a request got no HTTP response, or why an attempt was retried. */
 enum bench_xerr {
 	BENCH_XERR_TIMEOUT = 0,  /* --timeout-ms passed (or the connect took that long) */
 	BENCH_XERR_REFUSED,      /* connect refused */
@@ -27,6 +27,9 @@ enum bench_xerr {
 	BENCH_XERR_CLOSED,       /* the server closed the connection with the request unanswered */
 	BENCH_XERR_PROTOCOL,     /* unparseable response */
 	BENCH_XERR_OTHER,
+	/* A 503 (a node joining its cluster or shutting down): only ever an attempt's outcome,
+	 * retried; a final 503 is a response. Never a transport or connection error. */
+	BENCH_XERR_UNAVAILABLE,
 	BENCH_XERR_N
 };
 
@@ -37,7 +40,8 @@ struct bench_node_stats {
 	uint64_t limited;
 	uint64_t http_errors;       /* neither 2xx nor 429 */
 	uint64_t transport_errors;  /* final failures without a response */
-	uint64_t retried;           /* requests that failed here and were sent again */
+	uint64_t retried;           /* requests that failed (or got a 503) here and were resent */
+	uint64_t unavailable;       /* 503 responses from here, retried or final */
 	uint64_t connection_errors; /* failed connects and connections lost, by kind below */
 	uint64_t conn_err_kind[BENCH_XERR_N];
 };
@@ -54,6 +58,7 @@ struct bench_stats {
 	uint64_t xerr[BENCH_XERR_N];
 	uint64_t transport_errors;
 	uint64_t retried;
+	uint64_t unavailable;       /* 503 responses, retried or final (final ones: in status) */
 	uint64_t connection_errors;
 	uint64_t issued;            /* distinct requests sent at least once */
 	uint64_t dropped;           /* open loop: waited --timeout-ms for a connection, not sent */
@@ -95,7 +100,8 @@ void bench_stats_conn_error(struct bench_stats *s, size_t node, enum bench_xerr 
  * error's "type" ("requests", "input_tokens", "output_tokens"). */
 enum bench_limit bench_classify_429(const char *body, size_t len);
 
-/* Stable snake_case names for the JSON report ("requests", "input_tokens"... / "timeout"...). */
+/* Stable snake_case names for the JSON report ("requests", "input_tokens"... / "timeout"...,
+ * "unavailable"). */
 const char *bench_limit_name(enum bench_limit l);
 const char *bench_xerr_name(enum bench_xerr x);
 

@@ -431,9 +431,12 @@ static void on_decision(void *ctx, int err, const struct window_verdict *v)
 		(void)buf_puts(&a->hdr, "retry-after: 1\r\n");
 		send_error(a, c->ex, c->ep, 503, err == -ENOSPC ?
 			   "The rate limiter is tracking too many active API keys right now. "
-			   "Please retry shortly." :
+			   "Please retry shortly." : err == -EAGAIN ?
+			   "This rate limiter node is joining its cluster and cannot decide yet. "
+			   "Please retry shortly, or on another node." :
 			   "The rate limiter could not reach the node deciding for this API key. "
-			   "Please retry shortly.", "server_error", NULL, NULL);
+			   "Please retry shortly.", "server_error", NULL,
+			   err == -EAGAIN ? "cluster_joining" : NULL);
 	} else if (v->allowed || c->ep == EP_MODELS) {
 		/* Listing models charges nothing: the check only fetched the headers. */
 		serve(a, c, v);

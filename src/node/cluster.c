@@ -34,6 +34,7 @@ struct node_cluster {
 	struct peer_pool *peers;
 	struct gossip *gossip;
 	struct admit_cluster admit;
+	const struct admit *admitter;      /* borrowed, for GET /cluster; may be NULL */
 	char *seed_buf;                    /* owned copy of --seeds, split in place */
 	const char *seeds[CLUSTER_MAX_SEEDS];
 	size_t nseeds;
@@ -65,6 +66,20 @@ static void rebuild_ring(void *arg)
 		log_error("msg=\"ring rebuild failed\" members=%zu error=\"%s\"", n, strerror(-err));
 	else
 		log_info("msg=\"ring changed\" members=%zu", n);
+}
+
+static bool cluster_joined(void *arg)
+{
+	const struct node_cluster *c = arg;
+
+	return gossip_joined(c->gossip);
+}
+
+static uint64_t cluster_accused(void *arg)
+{
+	const struct node_cluster *c = arg;
+
+	return members_counters(gossip_members(c->gossip))->refutations;
 }
 
 static void on_member(void *arg, const struct members_info *m, int prev)
@@ -232,6 +247,10 @@ int node_cluster_start(struct node_cluster **out, uv_loop_t *loop, const struct 
 	c->admit.max_hops = 1;
 	c->admit.replicas = (uint8_t)cfg->replicas;
 	c->admit.replicate_interval_ms = cfg->replicate_interval_ms;
+	c->admit.joined = cluster_joined;
+	c->admit.accused = cluster_accused;
+	c->admit.signal_arg = c;
+	c->admit.stall_ms = cfg->peer_timeout_ms;
 	log_info("msg=\"cluster started\" node_id=%s peer=%s:%u advertise=%s:%u seeds=%zu",
 		 c->self_id, cfg->peer_host, peer_pool_port(c->peers),
 		 gossip_advertise_host(c->gossip), gossip_advertise_port(c->gossip), c->nseeds);
@@ -241,6 +260,11 @@ int node_cluster_start(struct node_cluster **out, uv_loop_t *loop, const struct 
 const struct admit_cluster *node_cluster_admit(struct node_cluster *c)
 {
 	return &c->admit;
+}
+
+void node_cluster_attach(struct node_cluster *c, const struct admit *a)
+{
+	c->admitter = a;
 }
 
 static void on_left(void *arg)
@@ -332,9 +356,12 @@ int node_cluster_json(struct node_cluster *c, const char *query, size_t query_le
 		return key_json(c, key, (size_t)klen, out);
 	err |= buf_puts(out, "{\"self\":");
 	err |= buf_put_json_str(out, c->self_id, strlen(c->self_id));
-	err |= buf_printf(out, ",\"incarnation\":%llu,\"joined\":%s,\"ring_size\":%zu,\"members\":[",
+	err |= buf_printf(out, ",\"incarnation\":%llu,\"joined\":%s,\"warming\":%s,"
+			  "\"ring_size\":%zu,\"members\":[",
 			  (unsigned long long)gossip_incarnation(c->gossip),
-			  gossip_joined(c->gossip) ? "true" : "false", ring_size(c->ring));
+			  gossip_joined(c->gossip) ? "true" : "false",
+			  c->admitter && admit_warming(c->admitter) ? "true" : "false",
+			  ring_size(c->ring));
 	for (i = 0; i < count; i++) {
 		const struct members_info *m = members_at(ms, i);
 		uint64_t ago = gossip_last_seen_ago_ms(c->gossip, m);

@@ -278,6 +278,8 @@ static int build(struct node *n)
 	if ((err = admit_new(&n->admit, n->loop, n->table,
 			     n->cluster ? node_cluster_admit(n->cluster) : NULL)) < 0)
 		return err;
+	if (n->cluster)
+		node_cluster_attach(n->cluster, n->admit);
 	if (n->cfg.admission_log) {
 		n->admission_log = fopen(n->cfg.admission_log, "a");
 		if (!n->admission_log) {
@@ -336,6 +338,8 @@ static void teardown(struct node *n)
 	close_handle((uv_handle_t *)&n->sigint);
 	/* The admitter fails its checks still waiting for a peer (the api frees their contexts)
 	 * before the peer pool goes. */
+	if (n->cluster)
+		node_cluster_attach(n->cluster, NULL);
 	admit_free(n->admit);
 	node_cluster_free(n->cluster);
 	/* Run the close callbacks (and any reload still in the pool) before freeing. */

@@ -63,6 +63,7 @@
 #include "gossip/ring.h"
 #include "peer/peer.h"
 #include "peer/replica.h"
+#include "util/log.h"
 #include "util/metrics.h"
 
 /* The bucket of a verdict nothing was charged for (owner_failure = allow): its adjust is a
@@ -70,6 +71,7 @@
  * of a machine's uptime. */
 #define ADMIT_NO_TICKET 0u
 #define ADMIT_FREE_MAX 1024  /* spare forward records kept for reuse */
+#define ADMIT_BEAT_MS 50u    /* the stall detector's period */
 
 /* A check waiting for another node: one this node's HTTP layer asked (origin) or one it relays
  * for the node that forwarded it. */
@@ -83,6 +85,7 @@ struct admit_fwd {
 	uint64_t conn_id;               /* relay: where the answer goes */
 	uint64_t check_id;              /* relay: the forwarder's request id */
 	uint8_t attempt;                /* index in the key's ring order of the node asked */
+	bool warm;                      /* sent on by a warm-up: this node owns the key */
 	struct admit_request req;
 };
 
@@ -96,8 +99,18 @@ struct admit {
 	size_t nspare;
 	struct metrics_counter *m_relayed, *m_hop_limited;
 	struct metrics_counter *m_unreachable[3];
-	struct metrics_counter *m_failover;
+	struct metrics_counter *m_failover, *m_warm, *m_joining;
 	struct replica *rep;            /* owned; NULL for a single node */
+
+	/* joining and warm-up (admit.h) */
+	uv_timer_t *beat;               /* owned; freed by its close callback */
+	uint64_t last_beat;
+	uint64_t warm_until;
+	uint64_t join_deadline;
+	uint64_t accused_seen;
+	uint32_t stall_ms;
+	bool joining;
+	bool joined;                    /* joined() returned true, or there is none */
 };
 
 /* ---- verdicts ---- */
@@ -234,6 +247,79 @@ static const char *owner_of(const struct admit *a, const void *key, size_t len)
 	return strcmp(id, a->cl.self_id) == 0 ? NULL : id;
 }
 
+/* ---- joining and warm-up ---- */
+
+void admit_warmup(struct admit *a, const char *reason)
+{
+	if (!a->clustered)
+		return;
+	/* Keys imported from now on hold the state of whoever decided meanwhile. */
+	if (!admit_warming(a))
+		window_table_new_epoch(a->table);
+	a->warm_until = uv_now(a->loop) + ADMIT_WARMUP_MS;
+	log_info("msg=\"warm-up: checks on owned keys go to the next node of their ring order\" "
+		 "reason=%s ms=%u", reason, ADMIT_WARMUP_MS);
+}
+
+bool admit_warming(const struct admit *a)
+{
+	return a->clustered && uv_now(a->loop) < a->warm_until;
+}
+
+/* An owned key that the next node of its ring order decides: warming, and no state for it
+ * has arrived since the warm-up began. */
+static bool warm_pending(const struct admit *a, const void *key, size_t len)
+{
+	return admit_warming(a) && !window_table_imported_in_epoch(a->table, key, len);
+}
+
+bool admit_joining(const struct admit *a)
+{
+	return a->joining;
+}
+
+/* Reads the membership signals: the end of joining, a new accusation. A late join (past the
+ * grace) warms up too: this node decided alone meanwhile, and others decided its keys. */
+static void poll_signals(struct admit *a)
+{
+	uint64_t n;
+
+	if (!a->joined && a->cl.joined(a->cl.signal_arg)) {
+		a->joined = true;
+		a->joining = false;
+		admit_warmup(a, "joined");
+	} else if (a->joining && uv_now(a->loop) >= a->join_deadline) {
+		a->joining = false;
+		log_warn("msg=\"not joined %u ms after start (no seed answered): deciding "
+			 "alone\"", ADMIT_JOIN_GRACE_MS);
+	}
+	if (a->cl.accused && (n = a->cl.accused(a->cl.signal_arg)) != a->accused_seen) {
+		a->accused_seen = n;
+		admit_warmup(a, "accused");
+	}
+}
+
+/* Timers run before I/O in a loop turn, so after a stall (SIGSTOP, a paused VM) this runs
+ * before the requests that queued up meanwhile are read. */
+static void on_beat(uv_timer_t *t)
+{
+	struct admit *a = t->data;
+	uint64_t now = uv_now(a->loop);
+
+	if (now - a->last_beat > ADMIT_BEAT_MS + a->stall_ms) {
+		log_warn("msg=\"event loop stalled\" ms=%llu",
+			 (unsigned long long)(now - a->last_beat - ADMIT_BEAT_MS));
+		admit_warmup(a, "stall");
+	}
+	a->last_beat = now;
+	poll_signals(a);
+}
+
+static void on_beat_closed(uv_handle_t *h)
+{
+	free(h);
+}
+
 /* ---- forward records ---- */
 
 static struct admit_fwd *fwd_get(struct admit *a)
@@ -248,6 +334,7 @@ static struct admit_fwd *fwd_get(struct admit *a)
 	}
 	f->a = a;
 	f->peer_req = 0;
+	f->warm = false;
 	f->next = a->pending.next;
 	f->prev = &a->pending;
 	a->pending.next->prev = f;
@@ -340,7 +427,7 @@ static void fwd_done(struct admit_fwd *f, int err, const struct wire_check_reply
 	if (unreachable(err) && failover_next(f))
 		return;
 	if (err && err != -ENOSPC && err != -EINVAL && err != -ECANCELED)
-		err = owner_failed(f->a, &f->req, &v);
+		err = f->warm ? decide_local(f->a, &f->req, &v) : owner_failed(f->a, &f->req, &v);
 	fwd_finish(f, err, &v);
 }
 
@@ -360,6 +447,22 @@ static void forward(struct admit_fwd *f, const char *owner, uint8_t hops)
 		fwd_done(f, err, NULL);
 }
 
+/* A warm-up: this node owns f's key; the next node of its ring order decides it. */
+static void warm_forward(struct admit_fwd *f)
+{
+	struct window_verdict v;
+	int err;
+
+	f->attempt = 0;
+	f->warm = true;
+	log_debug("msg=\"warm-up forward\" key=%.*s", (int)f->req.key_len, f->req.key);
+	metrics_counter_add(f->a->m_warm, 1);
+	if (!failover_next(f)) {
+		err = decide_local(f->a, &f->req, &v);
+		fwd_finish(f, err, &v);
+	}
+}
+
 /* ---- the owner's side: CHECK and ADJUST handlers on the pool ---- */
 
 static void on_check_msg(void *arg, const struct peer_from *from, const struct wire_msg *m)
@@ -375,7 +478,16 @@ static void on_check_msg(void *arg, const struct peer_from *from, const struct w
 		struct admit_fwd *f;
 		int err;
 
-		if (!failover && owner && c->hops < a->cl.max_hops && (f = fwd_get(a))) {
+		poll_signals(a);
+		if (a->joining) {
+			/* Empty windows and no ring yet: let the sender try the next node. */
+			reply_of(c->id, -EAGAIN, NULL, &out);
+			(void)peer_reply(a->cl.peers, from->conn_id, &out);
+			continue;
+		}
+		if (!failover &&
+		    (owner ? c->hops < a->cl.max_hops : warm_pending(a, c->key, c->key_len)) &&
+		    (f = fwd_get(a))) {
 			f->relay = true;
 			f->conn_id = from->conn_id;
 			f->check_id = c->id;
@@ -383,6 +495,10 @@ static void on_check_msg(void *arg, const struct peer_from *from, const struct w
 			f->req.key_len = (uint16_t)c->key_len;
 			memcpy(f->req.limit, c->limit, sizeof(f->req.limit));
 			memcpy(f->req.amount, c->amount, sizeof(f->req.amount));
+			if (!owner) {
+				warm_forward(f);
+				continue;
+			}
 			metrics_counter_add(a->m_relayed, 1);
 			forward(f, owner, (uint8_t)(c->hops + 1));
 			continue;
@@ -391,6 +507,11 @@ static void on_check_msg(void *arg, const struct peer_from *from, const struct w
 			metrics_counter_add(a->m_hop_limited, 1);
 		/* The codec bounds key_len by WIRE_KEY_MAX == WINDOW_KEY_MAX. */
 		err = decide_here(a, c->key, c->key_len, c->limit, c->amount, &v);
+		/* Deciding a key this node does not own (failover, a warm-up, the hop limit):
+		 * whatever the verdict, its owner gets this node's state, which may be the only
+		 * full copy (a warming owner decides once state for the key arrives). */
+		if (!err && owner && a->rep && !v.allowed)
+			replica_mark(a->rep, c->key, c->key_len);
 		reply_of(c->id, err, &v, &out);
 		(void)peer_reply(a->cl.peers, from->conn_id, &out);
 	}
@@ -432,6 +553,13 @@ static void register_metrics(struct admit *a)
 	a->m_failover = metrics_counter(m, "llmlimit_peer_checks_failover_total",
 					"Checks re-sent to the next node of the key's ring order "
 					"because the node asked could not decide", "");
+	a->m_warm = metrics_counter(m, "llmlimit_peer_checks_warmup_total",
+				    "Checks on keys this node owns sent to the next node of their "
+				    "ring order during a warm-up (after a join, an accusation or a "
+				    "stall)", "");
+	a->m_joining = metrics_counter(m, "llmlimit_peer_checks_joining_total",
+				       "Checks refused (503) because this node had not joined its "
+				       "cluster yet", "");
 }
 
 int admit_new(struct admit **out, uv_loop_t *loop, struct window_table *table,
@@ -461,6 +589,24 @@ int admit_new(struct admit **out, uv_loop_t *loop, struct window_table *table,
 		a->clustered = true;
 		a->cl = *cluster;
 		register_metrics(a);
+		if (!(a->beat = malloc(sizeof(*a->beat)))) {
+			replica_free(a->rep);
+			free(a);
+			return -ENOMEM;
+		}
+		a->stall_ms = cluster->stall_ms ? cluster->stall_ms : ADMIT_STALL_MS;
+		/* The cached loop time may be old before the first uv_run: no false stall. */
+		uv_update_time(loop);
+		a->last_beat = uv_now(loop);
+		a->join_deadline = a->last_beat + ADMIT_JOIN_GRACE_MS;
+		a->joined = !cluster->joined || cluster->joined(cluster->signal_arg);
+		a->joining = !a->joined;
+		if (cluster->accused)
+			a->accused_seen = cluster->accused(cluster->signal_arg);
+		uv_timer_init(loop, a->beat);
+		a->beat->data = a;
+		uv_unref((uv_handle_t *)a->beat);
+		uv_timer_start(a->beat, on_beat, ADMIT_BEAT_MS, ADMIT_BEAT_MS);
 		(void)peer_pool_on(cluster->peers, WIRE_MSG_CHECK, on_check_msg, a);
 		(void)peer_pool_on(cluster->peers, WIRE_MSG_ADJUST, on_adjust_msg, a);
 	}
@@ -479,6 +625,8 @@ void admit_free(struct admit *a)
 		(void)peer_pool_on(a->cl.peers, WIRE_MSG_ADJUST, NULL, NULL);
 	}
 	replica_free(a->rep);
+	if (a->beat)
+		uv_close((uv_handle_t *)a->beat, on_beat_closed);
 	while ((f = a->pending.next) != &a->pending) {
 		admit_cb cb = f->cb;
 		void *ctx = f->ctx;
@@ -505,7 +653,16 @@ void admit_check(struct admit *a, const struct admit_request *req, admit_cb cb, 
 	const char *owner;
 	int err;
 
-	if (!a->clustered || !(owner = owner_of(a, req->key, req->key_len))) {
+	if (a->clustered) {
+		poll_signals(a);
+		if (a->joining) {
+			metrics_counter_add(a->m_joining, 1);
+			cb(ctx, -EAGAIN, NULL);
+			return;
+		}
+	}
+	if (!a->clustered || (!(owner = owner_of(a, req->key, req->key_len)) &&
+			      !warm_pending(a, req->key, req->key_len))) {
 		err = decide_local(a, req, &v);
 		cb(ctx, err, err ? NULL : &v);
 		return;
@@ -518,7 +675,10 @@ void admit_check(struct admit *a, const struct admit_request *req, admit_cb cb, 
 	f->cb = cb;
 	f->ctx = ctx;
 	f->req = *req;
-	forward(f, owner, 0);
+	if (!owner)
+		warm_forward(f);
+	else
+		forward(f, owner, 0);
 }
 
 void admit_adjust(struct admit *a, const char *key, size_t key_len, uint32_t bucket,

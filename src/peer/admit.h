@@ -10,6 +10,7 @@
 #ifndef LLMLIMIT_PEER_ADMIT_H
 #define LLMLIMIT_PEER_ADMIT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -45,7 +46,37 @@ struct admit_cluster {
 					   key's ring order a check tries before owner_failure.
 					   0 or 1: no replication, no failover (handoff still runs) */
 	uint32_t replicate_interval_ms; /* replication flush period; 0 means 50 ms */
+	/* Membership signals the admitter polls (each optional): joined(arg) is true once this
+	 * node has joined its cluster (gossip_joined); accused(arg) counts the times this node
+	 * refuted a suspicion or a death notice about itself (both only grow). */
+	bool (*joined)(void *arg);
+	uint64_t (*accused)(void *arg);
+	void *signal_arg;
+	uint32_t stall_ms;              /* a loop stall this long starts a warm-up (see below);
+					   the peer request timeout; 0 means ADMIT_STALL_MS */
 };
+
+/* Joining. Until joined() turns true, a clustered admitter answers every check -EAGAIN (the
+ * API: 503 with Retry-After, "retry on another node"), for at most ADMIT_JOIN_GRACE_MS after
+ * admit_new; a node that has not joined by then (no seed answers) decides alone, with a
+ * warning. A node that knows no member but itself would otherwise own every key on empty
+ * windows and admit each key's full limit again.
+ *
+ * Warm-up. This node may have missed decisions on keys it owns when it has just joined (its
+ * memory is empty after a restart), when it refuted an accusation (the others counted it
+ * suspect or dead and failed its keys over), or when its own loop stalled past stall_ms
+ * (SIGSTOP, a paused VM: origins failed over after their peer timeout). For ADMIT_WARMUP_MS
+ * after such an event, a check on a key this node owns, and for which no state has arrived
+ * since the warm-up began (window_table_imported_in_epoch), is sent, as a failover check, to
+ * the next node of the key's ring order: the node that decided the key while this one was
+ * away, which is also the one handing its state over (src/peer/replica.h). Once that state
+ * arrives (a HANDOFF, or the REPLICATE of that node's own decisions) this node decides the key
+ * on the merged state, charging the replication gap first. If the next node cannot decide
+ * either, this one does. Why per key: in a rolling restart the next node may itself restart
+ * empty right after handing the key back, and must not be asked any more. */
+#define ADMIT_JOIN_GRACE_MS 5000u
+#define ADMIT_WARMUP_MS 3000u
+#define ADMIT_STALL_MS 200u
 
 /* CHECK hops with this bit set: "the sender could not reach the owner; decide here". A
  * receiver never forwards such a check (docs/PROTOCOL.md section 6). */
@@ -75,6 +106,12 @@ void admit_check(struct admit *a, const struct admit_request *req, admit_cb cb, 
 /* The replicator the admitter runs in cluster mode (NULL for a single node), for
  * replica_handoff_all() before leaving. Owned by the admitter. */
 struct replica *admit_replica(struct admit *a);
+
+/* Starts (or extends) a warm-up now; reason is logged ("joined", "accused", "stall"...). */
+void admit_warmup(struct admit *a, const char *reason);
+/* True while a warm-up runs (GET /cluster shows it); and while the node waits to join. */
+bool admit_warming(const struct admit *a);
+bool admit_joining(const struct admit *a);
 
 /* Reconciles an admitted request (fire and forget): delta = actual - charged per dimension,
  * ticket = the verdict's bucket. */

@@ -23,6 +23,7 @@
 
 #include "gossip/ring.h"
 #include "peer/peer.h"
+#include "util/log.h"
 #include "window/table.h"
 #include "wire/codec.h"
 
@@ -124,8 +125,15 @@ static void box_flush(struct replica *r, struct outbox *b)
 	m.states = b->st;
 	m.now_ms = uv_now(r->loop);
 	m.flags = b->type == WIRE_MSG_HANDOFF ? WIRE_HANDOFF_OWNER : 0;
-	if (peer_send(r->cfg.peers, b->id, &m) < 0)
+	if (log_level <= LOG_DEBUG)
+		for (size_t i = 0; i < b->n; i++)
+			log_debug("msg=\"replica send\" type=%s to=%s key=%.*s",
+				  b->type == WIRE_MSG_HANDOFF ? "handoff" : "replicate", b->id,
+				  (int)b->st[i].key_len, (const char *)b->st[i].key);
+	if (peer_send(r->cfg.peers, b->id, &m) < 0) {
+		log_debug("msg=\"replica send failed\" to=%s states=%zu", b->id, b->n);
 		r->stats.send_failures++;
+	}
 	else if (b->type == WIRE_MSG_HANDOFF)
 		r->stats.handoffs_sent += b->n;
 	else
@@ -277,15 +285,19 @@ static void visit(void *arg, const uint8_t *key, size_t key_len)
 	bool was_owner, is_owner;
 
 	if (r->mode == WALK_LEAVE) {
-		/* Owned in the live view or the last walked one: the caller may already have
-		 * started leaving, and the ring may no longer name this node. */
+		/* Every key goes to its owner in the ring without this node: the keys owned here
+		 * (in the live view or the last walked one: the caller may already have started
+		 * leaving, and the ring may no longer name this node) as a HANDOFF; the others as
+		 * a REPLICATE, since this node's copy may be the only full one (a key handed to
+		 * this node by an owner that restarted before this node saw it leave, or decided
+		 * here by failover). The max-merge makes the extra copies harmless. */
 		int o = ring_owner(live, key, key_len), p = ring_owner(r->prev, key, key_len);
+		bool owned = (o >= 0 && is_self(r, ring_id(live, (size_t)o))) ||
+			     (p >= 0 && is_self(r, ring_id(r->prev, (size_t)p)));
 
-		if (!(o >= 0 && is_self(r, ring_id(live, (size_t)o))) &&
-		    !(p >= 0 && is_self(r, ring_id(r->prev, (size_t)p))))
-			return;
 		if (ring_successors(r->next, key, key_len, 1, now_set) == 1)
-			send_state(r, ring_id(r->next, now_set[0]), WIRE_MSG_HANDOFF, key, key_len);
+			send_state(r, ring_id(r->next, now_set[0]),
+				   owned ? WIRE_MSG_HANDOFF : WIRE_MSG_REPLICATE, key, key_len);
 		return;
 	}
 	nn = ring_successors(live, key, key_len, nrep(r), now_set);
@@ -414,7 +426,6 @@ static void on_state_msg(void *arg, const struct peer_from *from, const struct w
 	struct replica *r = arg;
 	uint64_t now = uv_now(r->loop);
 
-	(void)from;
 	for (size_t i = 0; i < m->n; i++) {
 		const struct wire_key_state *st = &m->states[i];
 
@@ -425,6 +436,9 @@ static void on_state_msg(void *arg, const struct peer_from *from, const struct w
 			continue;
 		}
 		r->stats.states_imported++;
+		log_debug("msg=\"replica import\" type=%s from=%s key=%.*s",
+			  m->type == WIRE_MSG_HANDOFF ? "handoff" : "replicate", from->node_id,
+			  (int)st->key_len, (const char *)st->key);
 		/* A new owner passes handed-off state on to its own replicas. */
 		if (m->type == WIRE_MSG_HANDOFF)
 			replica_mark(r, st->key, st->key_len);

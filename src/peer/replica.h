@@ -14,8 +14,9 @@
  *   - owned here now: REPLICATE to the replica-set members that were not in the old set (all of
  *     them if this node was not the owner before).
  * A HANDOFF receiver merges the state (MAX) and marks the key, so the new owner passes it on
- * to its own replicas. replica_handoff_all() hands every owned key to its next owner before
- * this node leaves.
+ * to its own replicas. replica_handoff_all() sends every key this node holds to its owner in
+ * the ring without this node before it leaves: a HANDOFF for the keys it owns, a REPLICATE for
+ * the others (its copy may be the only full one).
  *
  * The gap. A replica's copy can miss what its owner charged since the last flush. A node
  * deciding a key imported since its last decision first charges window_table_charge_gap() with
@@ -72,8 +73,8 @@ void replica_mark(struct replica *r, const void *key, size_t key_len);
 /* How much unreplicated time a new decider charges (window_table_charge_gap's gap_ms). */
 uint32_t replica_gap_ms(const struct replica *r);
 
-/* Hands every key this node owns to its owner in the ring without this node (HANDOFF), in
- * bounded chunks; then done(arg) runs once, from the loop (never inside this call), when the
+/* Sends every key this node holds to its owner in the ring without this node (HANDOFF for
+ * the keys it owns, REPLICATE for the others), in bounded chunks; then done(arg) runs once, from the loop (never inside this call), when the
  * walk is over and the frames are queued, or after timeout_ms at the latest. Messages are fire
  * and forget: done does not mean delivered. -EALREADY when one is running, else 0. */
 int replica_handoff_all(struct replica *r, uint32_t timeout_ms, void (*done)(void *arg),

@@ -27,6 +27,7 @@ struct entry {
 	uint32_t hash;                /* low bits of the key's SipHash: its home slot */
 	uint16_t key_len;
 	uint8_t flags;                /* ENTRY_*; sits in what was padding */
+	uint8_t epoch;                /* the table's import epoch at the last import, or 0 */
 	struct window w;
 	uint8_t key[];
 };
@@ -39,6 +40,7 @@ struct window_table {
 	struct entry *oldest;  /* least recently charged */
 	struct entry *newest;
 	uint8_t seed[16];
+	uint8_t epoch;         /* 1..255 once window_table_new_epoch() ran; entries start at 0 */
 };
 
 int window_table_new(struct window_table **out, size_t max_keys, const uint8_t seed[16])
@@ -442,6 +444,7 @@ int window_table_import(struct window_table *t, const void *key, size_t key_len,
 		age_to(&e->w, cur_bucket(&e->w, now_ms));
 		merge(&e->w, st, mode);
 		e->flags |= ENTRY_IMPORTED;
+		e->epoch = t->epoch;
 		/* Imported charges are at most as new as now: the entry joins the newest end, which
 		 * keeps the expiry order's argument (see the file comment). */
 		touch(t, e);
@@ -454,7 +457,22 @@ int window_table_import(struct window_table *t, const void *key, size_t key_len,
 	if ((err = insert(t, key, key_len, h, &fresh, now_ms)) < 0)
 		return err;
 	t->newest->flags |= ENTRY_IMPORTED;
+	t->newest->epoch = t->epoch;
 	return 0;
+}
+
+void window_table_new_epoch(struct window_table *t)
+{
+	/* 0 is what a key that was never imported holds: skip it when wrapping. */
+	t->epoch = t->epoch == UINT8_MAX ? 1 : (uint8_t)(t->epoch + 1);
+}
+
+bool window_table_imported_in_epoch(const struct window_table *t, const void *key,
+				    size_t key_len)
+{
+	const struct entry *e = key_ok(key_len) ? lookup(t, key, key_len) : NULL;
+
+	return e && t->epoch && e->epoch == t->epoch;
 }
 
 int window_table_charge_gap(struct window_table *t, const void *key, size_t key_len,

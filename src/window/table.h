@@ -92,6 +92,15 @@ int window_table_import(struct window_table *t, const void *key, size_t key_len,
 int window_table_charge_gap(struct window_table *t, const void *key, size_t key_len,
 			    uint32_t gap_ms, uint64_t now_ms, uint64_t charged[WINDOW_DIMS]);
 
+/* Import epochs, for a node that must know which keys it received state for since some moment
+ * (a warm-up: src/peer/admit.h). window_table_new_epoch() starts a new epoch;
+ * window_table_imported_in_epoch() is true when `key` was imported (window_table_import) in the
+ * current epoch. Epochs are 8 bits: a key last imported exactly 255 epochs ago reads as
+ * imported, which needs 255 warm-ups during which that key, though alive, was never imported. */
+void window_table_new_epoch(struct window_table *t);
+bool window_table_imported_in_epoch(const struct window_table *t, const void *key,
+				    size_t key_len);
+
 /* Resumable walk over every key. Start with the cursor zeroed. Each call visits up to `budget`
  * slots of the table (calling cb for each key found) and returns true once the walk is over.
  * If the table was resized between calls (growth, or a shrink by expiry) the walk restarts, so

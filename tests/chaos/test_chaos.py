@@ -150,6 +150,9 @@ class Run:
                  ", ".join(fmt(c) for c in self.conv) or "-", etext,
                  report and report["total_requests"], report and report["successful_requests"]),
               flush=True)
+        if worst > 0:
+            print("  %s: node directories (admission logs, node logs): %s"
+                  % (self.name, " ".join(n.dir for n in self.c.nodes)))
         if worst > TARGET_PCT:
             print("  %s: WARNING over-admission %.2f %% above the %.0f %% target"
                   % (self.name, worst, TARGET_PCT))

@@ -205,10 +205,11 @@ class Cluster:
             node.seeds = [self.nodes[0].peer_addr(host)]
 
     def start(self, converge_timeout=20.0):
-        """Starts node 0, then every other node at once; waits until all see all alive."""
+        """Starts node 0, then every other node at once; waits until all see all alive and
+        none is warming up any more."""
         self.nodes[0].start()
         self.start_nodes(self.nodes[1:])
-        self.wait_converged(timeout=converge_timeout)
+        self.wait_converged(timeout=converge_timeout, settled=True)
         return self
 
     def start_nodes(self, nodes):
@@ -228,8 +229,10 @@ class Cluster:
                 return n
         raise KeyError(node_id)
 
-    def converged(self, nodes=None):
-        """True when every node in nodes has joined and lists exactly those nodes alive."""
+    def converged(self, nodes=None, settled=False):
+        """True when every node in nodes has joined and lists exactly those nodes alive; with
+        settled, also when none is in its warm-up (after a join a node sends checks on its own
+        keys to the next node of their ring order for a few seconds: src/peer/admit.h)."""
         nodes = nodes if nodes is not None else self.running()
         want = {n.node_id for n in nodes}
         for n in nodes:
@@ -238,13 +241,13 @@ class Cluster:
             except (OSError, ValueError, AssertionError):
                 return False
             alive = {m["id"] for m in v["members"] if m["state"] == "alive"}
-            if not v.get("joined") or alive != want:
+            if not v.get("joined") or alive != want or (settled and v.get("warming")):
                 return False
         return True
 
-    def wait_converged(self, nodes=None, timeout=20.0):
+    def wait_converged(self, nodes=None, timeout=20.0, settled=False):
         try:
-            harness.wait_until(lambda: self.converged(nodes), timeout=timeout, interval=0.05,
+            harness.wait_until(lambda: self.converged(nodes, settled), timeout=timeout, interval=0.05,
                                what="every node to list the %d nodes alive" % len(nodes or self.running()))
         except AssertionError:
             raise AssertionError("cluster did not converge; views:\n%s" % self.describe())
@@ -300,7 +303,7 @@ def _cleanup_dirs():
     """Removes the clusters' key directories at exit when no check failed (as harness does for
     the nodes' directories); registered after harness's own exit handler, so it runs first."""
     import shutil
-    if not harness.FAILURES:
+    if not harness.FAILURES and not os.environ.get("LLMLIMIT_KEEP_DIRS"):
         for d in _CLUSTER_DIRS:
             shutil.rmtree(d, ignore_errors=True)
 

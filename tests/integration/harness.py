@@ -303,7 +303,7 @@ def _cleanup_tracked():
         if n.proc is not None and n.proc.poll() is None:
             n.proc.kill()
             n.proc.wait()
-        if not FAILURES:
+        if not FAILURES and not os.environ.get("LLMLIMIT_KEEP_DIRS"):
             shutil.rmtree(n.dir, ignore_errors=True)
 
 

@@ -391,6 +391,10 @@ static struct bench_stats *sample_stats(const struct bench_opts *o)
 	bench_stats_conn_error(s, 0, BENCH_XERR_TIMEOUT);
 	bench_stats_conn_error(s, 1, BENCH_XERR_REFUSED);
 	s->retried = 2;
+	/* The engine counts these: two 503s from node 0 retried, the final one above. */
+	s->nodes[0].retried = 2;
+	s->nodes[0].unavailable = 3;
+	s->unavailable = 3;
 	s->issued = s->requests;
 	s->send_ns = 30000000000ull;
 	s->elapsed_ns = 30000000000ull;
@@ -459,6 +463,9 @@ START_TEST(test_report_text)
 	ck_assert_ptr_nonnull(strstr(text, "\ntest_key_2: 94.44% success rate (51/54)\n"));
 	ck_assert_ptr_nonnull(strstr(text, "\nhttp://b:2: 11,926 requests, 51 ok"));
 	ck_assert_ptr_nonnull(strstr(text, "1 connection errors refused=1\n"));
+	ck_assert_ptr_nonnull(strstr(text, ", 2 retried, 3 unavailable (503), 1 connection errors"
+					   " timeout=1\n"));
+	ck_assert_ptr_nonnull(strstr(text, "\nUnavailable (503, retried or final): 3\n"));
 	free(text);
 	bench_stats_free(s);
 	bench_opts_close(&o);
@@ -471,7 +478,7 @@ START_TEST(test_report_json)
 	struct bench_stats *s;
 	json_error_t jerr;
 	struct buf b;
-	json_t *root, *keys;
+	json_t *root, *keys, *node;
 	char err[256];
 
 	ck_assert_int_eq(PARSE(&o, "--nodes", "http://a:1", "http://b:2", "--api-keys",
@@ -502,6 +509,19 @@ START_TEST(test_report_json)
 	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(keys, 1), "key")),
 			 "te\"st");
 	ck_assert_int_eq(json_array_size(json_object_get(root, "nodes")), 2);
+	/* Added fields; the kinds keep their order, "unavailable" last. */
+	ck_assert_int_eq(json_integer_value(json_object_get(root, "unavailable")), 3);
+	node = json_array_get(json_object_get(root, "nodes"), 0);
+	ck_assert_int_eq(json_integer_value(json_object_get(node, "unavailable")), 3);
+	ck_assert_int_eq(json_integer_value(json_object_get(node, "retried")), 2);
+	ck_assert_int_eq(json_integer_value(json_object_get(node, "connection_errors")), 1);
+	ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(
+				 node, "connection_errors_by_kind"), "unavailable")),
+			 0);
+	ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(
+				 json_object_get(root, "nodes"), 1), "unavailable")),
+			 0);
+	ck_assert_ptr_nonnull(strstr(b.data, ",\"protocol\":0,\"other\":0,\"unavailable\":0}"));
 	json_decref(root);
 	buf_close(&b);
 	bench_stats_free(s);
