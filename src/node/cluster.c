@@ -82,6 +82,14 @@ static uint64_t cluster_accused(void *arg)
 	return members_counters(gossip_members(c->gossip))->refutations;
 }
 
+static bool cluster_alive(void *arg, const char *id)
+{
+	const struct node_cluster *c = arg;
+	const struct members_info *m = members_find(gossip_members(c->gossip), id);
+
+	return m && m->state == MEMBERS_ALIVE;
+}
+
 static void on_member(void *arg, const struct members_info *m, int prev)
 {
 	struct node_cluster *c = arg;
@@ -249,6 +257,7 @@ int node_cluster_start(struct node_cluster **out, uv_loop_t *loop, const struct 
 	c->admit.replicate_interval_ms = cfg->replicate_interval_ms;
 	c->admit.joined = cluster_joined;
 	c->admit.accused = cluster_accused;
+	c->admit.alive = cluster_alive;
 	c->admit.signal_arg = c;
 	c->admit.stall_ms = cfg->peer_timeout_ms;
 	log_info("msg=\"cluster started\" node_id=%s peer=%s:%u advertise=%s:%u seeds=%zu",

@@ -395,6 +395,11 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	if (load_keys(&n) < 0)
 		return 1;
+	/* Host-name lookups (seeds, peers) run in libuv's thread pool, 4 threads by default: while
+	 * a network is cut each can hang for the resolver's timeout, and the lookups queued behind
+	 * them would delay reconnection long after the network is back. */
+	if (setenv("UV_THREADPOOL_SIZE", "16", 0) < 0)
+		log_warn("msg=\"cannot size the thread pool\" error=\"%s\"", strerror(errno));
 	n.loop = uv_default_loop();
 	n.started_ms = uv_now(n.loop);
 	if ((err = build(&n)) < 0) {

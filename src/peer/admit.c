@@ -99,7 +99,7 @@ struct admit {
 	size_t nspare;
 	struct metrics_counter *m_relayed, *m_hop_limited;
 	struct metrics_counter *m_unreachable[3];
-	struct metrics_counter *m_failover, *m_warm, *m_joining;
+	struct metrics_counter *m_failover, *m_warm, *m_joining, *m_alive_unreachable;
 	struct replica *rep;            /* owned; NULL for a single node */
 
 	/* joining and warm-up (admit.h) */
@@ -140,12 +140,14 @@ static int decide_local(struct admit *a, const struct admit_request *req,
 	return decide_here(a, req->key, req->key_len, req->limit, req->amount, v);
 }
 
+/* replicate: false on an owner that is not deciding the key (a warm-up): its copy is not the
+ * decider's, and sending it would only echo the decider's own charges back to it. */
 static void apply_adjust(struct admit *a, const void *key, size_t len, uint32_t bucket,
-			 const int64_t delta[WINDOW_DIMS])
+			 const int64_t delta[WINDOW_DIMS], bool replicate)
 {
 	/* -ENOENT means the window already forgot the charge: nothing left to reconcile. */
 	if (window_table_adjust(a->table, key, len, bucket, delta, uv_now(a->loop)) == 0 &&
-	    a->rep)
+	    a->rep && replicate)
 		replica_mark(a->rep, key, len);
 }
 
@@ -165,13 +167,20 @@ static void synthetic_allow(const struct admit_request *req, struct window_verdi
 	v->bucket = ADMIT_NO_TICKET;
 }
 
+static const char *owner_of(const struct admit *a, const void *key, size_t len);
+
 /* The owner could not decide: apply --owner-failure. 0 with *v, or -EIO (deny), or a table
  * error (local). */
 static int owner_failed(struct admit *a, const struct admit_request *req,
 			struct window_verdict *v)
 {
 	enum admit_owner_failure pol = a->cl.owner_failure;
+	const char *owner = owner_of(a, req->key, req->key_len);
 
+	if (owner && a->cl.alive && a->cl.alive(a->cl.signal_arg, owner)) {
+		metrics_counter_add(a->m_alive_unreachable, 1);
+		return -EIO;
+	}
 	metrics_counter_add(a->m_unreachable[pol <= ADMIT_FAIL_ALLOW ? pol : 0], 1);
 	switch (pol) {
 	case ADMIT_FAIL_DENY:
@@ -271,6 +280,16 @@ bool admit_warming(const struct admit *a)
 static bool warm_pending(const struct admit *a, const void *key, size_t len)
 {
 	return admit_warming(a) && !window_table_imported_in_epoch(a->table, key, len);
+}
+
+/* The node a warm-up sends key's checks to: the next of its ring order, or NULL. */
+static const char *warm_target(const struct admit *a, const void *key, size_t len)
+{
+	size_t succ[2];
+
+	if (ring_successors(a->cl.ring, key, len, 2, succ) < 2)
+		return NULL;
+	return ring_id(a->cl.ring, succ[1]);
 }
 
 bool admit_joining(const struct admit *a)
@@ -426,8 +445,17 @@ static void fwd_done(struct admit_fwd *f, int err, const struct wire_check_reply
 		err = verdict_of(r, &v);
 	if (unreachable(err) && failover_next(f))
 		return;
-	if (err && err != -ENOSPC && err != -EINVAL && err != -ECANCELED)
-		err = f->warm ? decide_local(f->a, &f->req, &v) : owner_failed(f->a, &f->req, &v);
+	if (err && err != -ENOSPC && err != -EINVAL && err != -ECANCELED) {
+		if (f->warm)
+			err = decide_local(f->a, &f->req, &v);
+		else if (admit_warming(f->a))
+			/* A node that just came back cannot tell a transport still reconnecting
+			 * from a partition, and its own counters for the key are stale: fail this
+			 * check (503, retry elsewhere) rather than apply --owner-failure. */
+			err = -EIO;
+		else
+			err = owner_failed(f->a, &f->req, &v);
+	}
 	fwd_finish(f, err, &v);
 }
 
@@ -526,7 +554,9 @@ static void on_adjust_msg(void *arg, const struct peer_from *from, const struct 
 		const struct wire_adjust *j = &m->adjusts[i];
 
 		if (j->bucket != ADMIT_NO_TICKET)
-			apply_adjust(a, j->key, j->key_len, j->bucket, j->delta);
+			apply_adjust(a, j->key, j->key_len, j->bucket, j->delta,
+				     owner_of(a, j->key, j->key_len) ||
+				     !warm_pending(a, j->key, j->key_len));
 	}
 }
 
@@ -557,6 +587,10 @@ static void register_metrics(struct admit *a)
 				    "Checks on keys this node owns sent to the next node of their "
 				    "ring order during a warm-up (after a join, an accusation or a "
 				    "stall)", "");
+	a->m_alive_unreachable = metrics_counter(m, "llmlimit_peer_owner_alive_unreachable_total",
+						 "Checks failed (503) because the key's owner, alive "
+						 "in membership, and its replicas could not be reached",
+						 "");
 	a->m_joining = metrics_counter(m, "llmlimit_peer_checks_joining_total",
 				       "Checks refused (503) because this node had not joined its "
 				       "cluster yet", "");
@@ -690,10 +724,13 @@ void admit_adjust(struct admit *a, const char *key, size_t key_len, uint32_t buc
 		if (bucket == ADMIT_NO_TICKET)
 			return;
 		owner = owner_of(a, key, key_len);
+		/* A warming owner sent the check to the next node: so goes its adjustment. */
+		if (!owner && warm_pending(a, key, key_len))
+			owner = warm_target(a, key, key_len);
 		if (owner && peer_adjust(a->cl.peers, owner, key, key_len, bucket, delta) == 0)
 			return;
 	}
-	apply_adjust(a, key, key_len, bucket, delta);
+	apply_adjust(a, key, key_len, bucket, delta, true);
 }
 
 struct replica *admit_replica(struct admit *a)

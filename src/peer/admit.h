@@ -51,12 +51,21 @@ struct admit_cluster {
 	 * refuted a suspicion or a death notice about itself (both only grow). */
 	bool (*joined)(void *arg);
 	uint64_t (*accused)(void *arg);
+	/* alive(arg, id): membership shows node id alive (not suspect, dead or left). */
+	bool (*alive)(void *arg, const char *id);
 	void *signal_arg;
 	uint32_t stall_ms;              /* a loop stall this long starts a warm-up (see below);
 					   the peer request timeout; 0 means ADMIT_STALL_MS */
 };
 
-/* Joining. Until joined() turns true, a clustered admitter answers every check -EAGAIN (the
+/* Alive but unreachable. --owner-failure is for an owner that membership no longer shows alive
+ * (suspect, dead: a death or a partition). While membership still shows it alive, an owner that
+ * neither it nor its replicas answer is a transport problem (connections being re-established
+ * after a network cut, a blocked port): the check fails with -EIO (503, retry elsewhere)
+ * rather than be decided on this node's fallback window, whose counters for the key are not
+ * the owner's.
+ *
+ * Joining. Until joined() turns true, a clustered admitter answers every check -EAGAIN (the
  * API: 503 with Retry-After, "retry on another node"), for at most ADMIT_JOIN_GRACE_MS after
  * admit_new; a node that has not joined by then (no seed answers) decides alone, with a
  * warning. A node that knows no member but itself would otherwise own every key on empty

@@ -142,6 +142,7 @@ struct peer_stats {
 	uint64_t rejections[PEER_REJ_COUNT];
 	uint64_t connects_ok, connects_failed;
 	uint64_t messages_unhandled; /* well-formed messages with no handler, or unknown type */
+	uint64_t resolves_restarted; /* host-name lookups abandoned as stale and started again */
 	uint32_t conns_in, conns_out; /* established sessions now */
 };
 

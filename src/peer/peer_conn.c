@@ -446,6 +446,7 @@ int peer__connect(struct peer__node *n)
 		return -ENOMEM;
 	rs->pool = p;
 	rs->node = n;
+	rs->started_ms = uv_now(p->loop);
 	rs->req.data = rs;
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;

@@ -157,8 +157,14 @@ struct peer__node {
 struct peer__resolve {
 	uv_getaddrinfo_t req;
 	struct peer_pool *pool;
-	struct peer__node *node;
+	struct peer__node *node;     /* NULL once abandoned (node reset, or a stale lookup) */
+	uint64_t started_ms;
 };
+
+/* A lookup still running after this long is abandoned and started again when the node is
+ * needed: one begun while the network was cut (Docker's resolver unreachable) waits for the
+ * resolver's timeout, seconds after the network is back. */
+#define PEER__RESOLVE_STALE_MS 1000u
 
 enum peer__conn_state {
 	PEER__CONNECTING,  /* outgoing, TCP connect in progress */

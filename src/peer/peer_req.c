@@ -113,6 +113,13 @@ void peer__cancel_all(struct peer_pool *p)
  * -EIO (backoff, or the dial failed at once), -ENOBUFS. */
 static int node_usable(struct peer_pool *p, struct peer__node *n, size_t queued)
 {
+	if (!n->conn && n->gai && uv_now(p->loop) - n->gai->started_ms >= PEER__RESOLVE_STALE_MS) {
+		/* Abandoned: its callback frees it and finds no node. */
+		n->gai->node = NULL;
+		uv_cancel((uv_req_t *)&n->gai->req);
+		n->gai = NULL;
+		p->st.resolves_restarted++;
+	}
 	if (!n->conn && !n->gai) {
 		if (n->retry_at_ms && uv_now(p->loop) < n->retry_at_ms) {
 			n->wanted = true;

@@ -234,6 +234,7 @@ static int insert(struct window_table *t, const void *key, size_t key_len, uint3
 	e->hash = h;
 	e->key_len = (uint16_t)key_len;
 	e->flags = 0;
+	e->epoch = 0;
 	e->w = *w;
 	memcpy(e->key, key, key_len);
 	/* Found again: expiry and growth may have moved every slot since the caller looked. */
@@ -409,15 +410,18 @@ static bool state_empty(const struct window_state *st)
 }
 
 /* Merges st into w, matching buckets by age; w must already be aged to its current bucket. */
-static void merge(struct window *w, const struct window_state *st, enum window_import_mode mode)
+/* true when some bucket grew. */
+static bool merge(struct window *w, const struct window_state *st, enum window_import_mode mode)
 {
 	uint32_t si = st->head % WINDOW_SLOTS, so = w->head % WINDOW_SLOTS;
 	unsigned age, d;
+	bool grew = false;
 
 	for (age = 0; age < WINDOW_SLOTS; age++) {
 		for (d = 0; d < WINDOW_DIMS; d++) {
 			uint32_t in = st->count[si][d], *c = &w->count[so][d];
 
+			grew |= in > 0 && *c != UINT32_MAX && (mode == WINDOW_IMPORT_ADD || in > *c);
 			if (mode == WINDOW_IMPORT_MAX)
 				*c = in > *c ? in : *c;
 			else
@@ -426,6 +430,7 @@ static void merge(struct window *w, const struct window_state *st, enum window_i
 		si = prev_slot(si);
 		so = prev_slot(so);
 	}
+	return grew;
 }
 
 int window_table_import(struct window_table *t, const void *key, size_t key_len,
@@ -442,8 +447,11 @@ int window_table_import(struct window_table *t, const void *key, size_t key_len,
 	h = hash_key(t, key, key_len);
 	if ((e = t->slot[probe(t, h, key, key_len)])) {
 		age_to(&e->w, cur_bucket(&e->w, now_ms));
-		merge(&e->w, st, mode);
-		e->flags |= ENTRY_IMPORTED;
+		/* A copy that brings nothing new (an echo of this node's own state) leaves no gap
+		 * to charge: two nodes deciding a key in turn must not charge each other's echoes
+		 * over and over. */
+		if (merge(&e->w, st, mode))
+			e->flags |= ENTRY_IMPORTED;
 		e->epoch = t->epoch;
 		/* Imported charges are at most as new as now: the entry joins the newest end, which
 		 * keeps the expiry order's argument (see the file comment). */
@@ -453,7 +461,7 @@ int window_table_import(struct window_table *t, const void *key, size_t key_len,
 	if (state_empty(st))
 		return 0;
 	window_init(&fresh, now_ms);
-	merge(&fresh, st, mode);
+	(void)merge(&fresh, st, mode);
 	if ((err = insert(t, key, key_len, h, &fresh, now_ms)) < 0)
 		return err;
 	t->newest->flags |= ENTRY_IMPORTED;

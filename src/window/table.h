@@ -75,8 +75,9 @@ int window_table_export(const struct window_table *t, const void *key, size_t ke
 /* Merges st into `key`'s window. Buckets are matched by age, not number (the exporter's clock
  * is not ours): st's bucket head - a lands in our bucket now_ms / 1000 - a, so transit delay
  * only keeps charges counted a little longer. Creates the key when it is unknown and st holds
- * a charge (an all-zero state for an unknown key is a no-op). The key is then marked
- * "imported": its next window_table_charge_gap() charges the replication gap. 0, -EINVAL (bad
+ * a charge (an all-zero state for an unknown key is a no-op). When st added to some bucket the
+ * key is then marked "imported": its next window_table_charge_gap() charges the replication
+ * gap. 0, -EINVAL (bad
  * key_len or mode), -ENOSPC, -ENOMEM (as window_table_admit). */
 __attribute__((warn_unused_result))
 int window_table_import(struct window_table *t, const void *key, size_t key_len,

@@ -313,11 +313,24 @@ def table():
 
 def write_doc(path, elapsed):
     cmd = "scripts/chaos " + " ".join(a for a in sys.argv[1:] if a != path)
+    # scripts/compose-test --write-doc keeps its own section in the same file: carry it over.
+    kept = ""
+    try:
+        with open(path) as f:
+            old = f.read()
+        at = old.find("\n## Docker Compose cluster")
+        if at >= 0:
+            end = old.find("\n## ", at + 1)
+            kept = old[at:] if end < 0 else old[at:end + 1]
+    except OSError:
+        pass
     with open(path, "w") as f:
         f.write(DOC % dict(date=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
                            cmd=os.environ.get("CHAOS_COMMAND", cmd.strip()),
                            binary=os.path.realpath(harness.LLMLIMITD), table=table(),
                            elapsed=elapsed, failures=len(harness.FAILURES)))
+        if kept:
+            f.write(kept.rstrip("\n") + "\n")
 
 
 DOC = """# Chaos suite results

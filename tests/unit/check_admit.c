@@ -1,6 +1,6 @@
 /* check_admit.c — cluster admission (src/peer/admit.c) over real loopback sockets: routing,
- * owner failure, replication and handoff, joining and warm-up. The harness is
- * tests/unit/peer_harness.h, shared with check_peer.c. */
+ * owner failure, joining and warm-up (replication and handoff: check_replica.c). The harness
+ * is tests/unit/peer_harness.h, shared with check_peer.c and check_replica.c. */
 #include <check.h>
 #include <errno.h>
 #include <stdbool.h>
@@ -13,7 +13,6 @@
 #include "gossip/ring.h"
 #include "peer/admit.h"
 #include "peer/peer.h"
-#include "peer/replica.h"
 #include "peer_harness.h"
 #include "window/table.h"
 
@@ -185,6 +184,49 @@ START_TEST(test_owner_failure_policy)
 }
 END_TEST
 
+static bool b_alive(void *arg, const char *id)
+{
+	return *(const bool *)arg && strcmp(id, "node-b") == 0;
+}
+
+/* --owner-failure local applies to an owner membership no longer shows alive; one it shows
+ * alive but that cannot be reached fails the check instead (503), whatever the policy. */
+START_TEST(test_owner_alive_unreachable_fails)
+{
+	struct admit_cluster tmpl = { .owner_failure = ADMIT_FAIL_LOCAL, .max_hops = 1,
+				      .alive = b_alive };
+	bool alive = true;
+	struct tnode a;
+	struct admit_request q;
+	struct ares v;
+	char key[32];
+
+	key_of_b(key, sizeof(key));
+	q = mkreq(key, 10, 5, 5);
+	tmpl.signal_arg = &alive;
+	node_up(&a, "node-a", 1000);
+	node_admit_with(&a, view_ab, 2, &tmpl);
+	ck_assert_int_eq(peer_pool_set_address(a.pool, "node-b", "127.0.0.1", dead_port()), 0);
+	memset(&v, 0, sizeof(v));
+	admit_check(a.admit, &q, on_ares, &v);
+	wait_calls(&v.calls, 1);
+	ck_assert_int_eq(v.err, -EIO);
+	ck_assert_uint_eq(usage(&a, key, 0), 0);
+	ck_assert_uint_eq(counter(&a, "llmlimit_peer_owner_alive_unreachable_total", ""), 1);
+	/* Suspect or dead: the policy decides on A's fallback window. */
+	alive = false;
+	memset(&v, 0, sizeof(v));
+	admit_check(a.admit, &q, on_ares, &v);
+	wait_calls(&v.calls, 1);
+	ck_assert_int_eq(v.err, 0);
+	ck_assert(v.v.allowed);
+	ck_assert_uint_eq(usage(&a, key, 0), 1);
+	ck_assert_uint_eq(counter(&a, "llmlimit_peer_owner_unreachable_total",
+				  "policy=\"local\""), 1);
+	node_down(&a);
+}
+END_TEST
+
 START_TEST(test_admit_routes_and_adjusts)
 {
 	struct tnode a, b;
@@ -263,16 +305,12 @@ START_TEST(test_admit_free_cancels)
 }
 END_TEST
 
-/* ---- replication, failover and handoff (src/peer/replica.c) ---- */
+/* ---- joining and warm-up ---- */
 
-static void node_admit_rep(struct tnode *n, const char *const *ids, size_t nids)
-{
-	struct admit_cluster tmpl = { .owner_failure = ADMIT_FAIL_DENY, .max_hops = 1,
-				      .replicas = 2, .replicate_interval_ms = 20 };
+/* Past any replication flush a test waits for: where a charge is is where it was decided. */
+#define QUIET_INTERVAL_MS 60000u
 
-	node_admit_with(n, ids, nids, &tmpl);
-}
-
+static const char *const view_a[] = { "node-a" };
 static const char *const view_abc[] = { "node-a", "node-b", "node-c" };
 
 /* A key whose ring order over {a, b, c} starts with `first`, `second`. */
@@ -291,157 +329,6 @@ static void key_ordered(char *key, size_t size, const char *first, const char *s
 	}
 	ring_free(r);
 }
-
-START_TEST(test_replicate_then_failover)
-{
-	struct tnode a, b, c;
-	struct admit_request q;
-	struct ares v[6];
-	struct replica_stats rs;
-	char key[32];
-	int allowed = 0, denied = 0;
-
-	key_ordered(key, sizeof(key), "node-a", "node-b");
-	q = mkreq(key, 10, 1, 1);
-	node_up(&a, "node-a", 1000);
-	node_up(&b, "node-b", 1000);
-	node_up(&c, "node-c", 1000);
-	node_admit_rep(&a, view_abc, 3);
-	node_admit_rep(&b, view_abc, 3);
-	node_admit_rep(&c, view_abc, 3);
-	link_to(&a, &b);
-	link_to(&a, &c);
-	link_to(&b, &a);
-	link_to(&b, &c);
-	link_to(&c, &a);
-	link_to(&c, &b);
-	/* Five checks through C are decided by the owner A... */
-	memset(v, 0, sizeof(v));
-	for (int i = 0; i < 5; i++)
-		admit_check(c.admit, &q, on_ares, &v[i]);
-	for (int i = 0; i < 5; i++) {
-		wait_calls(&v[i].calls, 1);
-		ck_assert_int_eq(v[i].err, 0);
-		ck_assert(v[i].v.allowed);
-	}
-	ck_assert_uint_eq(usage(&a, key, 0), 5);
-	/* ...and replicated to B, the next in the key's ring order, not to C. */
-	run_for(150);
-	ck_assert_uint_eq(usage(&b, key, 0), 5);
-	ck_assert_uint_eq(usage(&b, key, 1), 5);
-	ck_assert_uint_eq(usage(&c, key, 0), 0);
-	replica_stats(admit_replica(a.admit), &rs);
-	ck_assert_uint_ge(rs.states_sent, 1);
-	/* A dies. C's next checks fail over to B at once (no membership change), and B decides
-	 * on the replicated usage plus the gap: 5 + ceil(5/s * 40 ms) = 6 used, 4 more fit. */
-	node_down(&a);
-	memset(v, 0, sizeof(v));
-	for (int i = 0; i < 6; i++) {
-		admit_check(c.admit, &q, on_ares, &v[i]);
-		wait_calls(&v[i].calls, 1);
-		ck_assert_int_eq(v[i].err, 0);
-		if (v[i].v.allowed)
-			allowed++;
-		else
-			denied++;
-	}
-	ck_assert_int_eq(allowed, 4);
-	ck_assert_int_eq(denied, 2);
-	ck_assert_uint_eq(usage(&b, key, 0), 10);
-	ck_assert_uint_ge(counter(&c, "llmlimit_peer_checks_failover_total", ""), 1);
-	ck_assert_uint_eq(counter(&b, "llmlimit_peer_checks_hop_limited_total", ""), 0);
-	ck_assert_uint_eq(counter(&c, "llmlimit_peer_owner_unreachable_total",
-				  "policy=\"deny\""), 0);
-	node_down(&b);
-	node_down(&c);
-}
-END_TEST
-
-START_TEST(test_handoff_on_ring_change)
-{
-	static const char *const view_a[] = { "node-a" };
-	struct tnode a, b;
-	struct admit_request q;
-	struct ares v = { 0 };
-	struct replica_stats rs;
-	char key[32];
-
-	key_of_b(key, sizeof(key));
-	q = mkreq(key, 10, 3, 3);
-	node_up(&a, "node-a", 1000);
-	node_up(&b, "node-b", 1000);
-	node_admit_rep(&a, view_a, 1);
-	node_admit_rep(&b, view_ab, 2);
-	link_to(&a, &b);
-	link_to(&b, &a);
-	/* Alone, A owns the key. */
-	admit_check(a.admit, &q, on_ares, &v);
-	ck_assert_int_eq(v.calls, 1);
-	ck_assert(v.v.allowed);
-	ck_assert_uint_eq(usage(&b, key, 0), 0);
-	/* B joins and wins the key: A hands its window over, B does not start empty. */
-	ck_assert_int_eq(ring_set_members(a.ring, view_ab, 2), 0);
-	run_for(200);
-	ck_assert_uint_eq(usage(&b, key, 0), 1);
-	ck_assert_uint_eq(usage(&b, key, 1), 3);
-	replica_stats(admit_replica(a.admit), &rs);
-	ck_assert_uint_eq(rs.ring_changes, 1);
-	ck_assert_uint_ge(rs.handoffs_sent, 1);
-	node_down(&a);
-	node_down(&b);
-}
-END_TEST
-
-static void on_leave_done(void *arg)
-{
-	(*(int *)arg)++;
-}
-
-START_TEST(test_handoff_all_before_leaving)
-{
-	struct tnode a, b;
-	struct admit_request q;
-	struct ares v = { 0 };
-	char key[32];
-	int done = 0;
-
-	/* A key A owns in {a, b}. */
-	for (int i = 0;; i++) {
-		snprintf(key, sizeof(key), "lkey-%d", i);
-		if (owns(view_ab, 2, key, "node-a"))
-			break;
-	}
-	q = mkreq(key, 10, 2, 2);
-	node_up(&a, "node-a", 1000);
-	node_up(&b, "node-b", 1000);
-	node_admit(&a, view_ab, 2, ADMIT_FAIL_DENY);   /* R = 1: no replication to B */
-	node_admit(&b, view_ab, 2, ADMIT_FAIL_DENY);
-	link_to(&a, &b);
-	admit_check(a.admit, &q, on_ares, &v);
-	ck_assert(v.v.allowed);
-	run_for(100);
-	ck_assert_uint_eq(usage(&b, key, 0), 0);
-	ck_assert_int_eq(replica_handoff_all(admit_replica(a.admit), 2000, on_leave_done, &done),
-			 0);
-	ck_assert_int_eq(done, 0);
-	ck_assert_int_eq(replica_handoff_all(admit_replica(a.admit), 2000, on_leave_done, &done),
-			 -EALREADY);
-	wait_calls(&done, 1);
-	run_for(50);
-	ck_assert_uint_eq(usage(&b, key, 0), 1);
-	ck_assert_uint_eq(usage(&b, key, 2), 2);
-	ck_assert_int_eq(done, 1);
-	node_down(&a);
-	node_down(&b);
-}
-END_TEST
-
-/* ---- joining and warm-up ---- */
-
-/* Past any replication flush a test waits for: where a charge is is where it was decided. */
-#define QUIET_INTERVAL_MS 60000u
-
-static const char *const view_a[] = { "node-a" };
 
 /* The membership signals an admitter polls (admit_cluster.joined and .accused). */
 struct signals {
@@ -794,6 +681,63 @@ START_TEST(test_warmup_ends)
 }
 END_TEST
 
+/* Once state for an owned key arrives (here B's REPLICATE of its warm-up decision), A decides
+ * the key itself though still warming; state imported before the warm-up began does not count. */
+START_TEST(test_warmup_ends_per_key_on_import)
+{
+	struct tnode a, b;
+	struct admit_request q, q2;
+	struct window_state st;
+	struct ares v = { 0 }, v2 = { 0 }, v3 = { 0 };
+	char key[32], old[32];
+	int polls = 0;
+
+	key_owned(key, sizeof(key), "node-a");
+	for (int i = 0;; i++) {
+		snprintf(old, sizeof(old), "old-%d", i);
+		if (owns(view_ab, 2, old, "node-a"))
+			break;
+	}
+	q = mkreq(key, 10, 1, 1);
+	q2 = mkreq(old, 10, 1, 1);
+	pair_up(&a, &b, NULL, 20);  /* replicating: B's decisions come back to A */
+	precharge(&b, &q2);
+	ck_assert_int_eq(window_table_export(b.table, old, strlen(old), uv_now(&loop), &st), 0);
+	ck_assert_int_eq(window_table_import(a.table, old, strlen(old), &st, uv_now(&loop),
+					     WINDOW_IMPORT_MAX), 0);
+	admit_warmup(a.admit, "test");
+	admit_check(a.admit, &q, on_ares, &v);
+	ck_assert_int_eq(v.calls, 0);
+	wait_calls(&v.calls, 1);
+	ck_assert(v.v.allowed);
+	ck_assert_uint_eq(usage(&b, key, 0), 1);
+	while (usage(&a, key, 0) != 1) {
+		run_for(5);
+		ck_assert_int_lt(++polls, 200);
+	}
+	ck_assert(admit_warming(a.admit));
+	/* Decided inside the call, on A's merged window. */
+	admit_check(a.admit, &q, on_ares, &v2);
+	ck_assert_int_eq(v2.calls, 1);
+	ck_assert_int_eq(v2.err, 0);
+	ck_assert(v2.v.allowed);
+	ck_assert_uint_le(v2.v.remaining[0], 8);
+	ck_assert_uint_ge(usage(&a, key, 0), 2);
+	ck_assert_uint_eq(usage(&b, key, 0), 1);
+	ck_assert_uint_eq(counter(&a, "llmlimit_peer_checks_warmup_total", ""), 1);
+	/* The key imported before the warm-up still goes to B. */
+	admit_check(a.admit, &q2, on_ares, &v3);
+	ck_assert_int_eq(v3.calls, 0);
+	wait_calls(&v3.calls, 1);
+	ck_assert(v3.v.allowed);
+	ck_assert_uint_eq(usage(&b, old, 0), 2);
+	ck_assert_uint_eq(counter(&a, "llmlimit_peer_checks_warmup_total", ""), 2);
+	ck_assert(admit_warming(a.admit));
+	node_down(&a);
+	node_down(&b);
+}
+END_TEST
+
 static Suite *admit_suite(void)
 {
 	Suite *s = suite_create("admit");
@@ -803,11 +747,9 @@ static Suite *admit_suite(void)
 	tcase_set_timeout(t, 30);
 	tcase_add_test(t, test_hop_forwarding);
 	tcase_add_loop_test(t, test_owner_failure_policy, ADMIT_FAIL_LOCAL, ADMIT_FAIL_ALLOW + 1);
+	tcase_add_test(t, test_owner_alive_unreachable_fails);
 	tcase_add_test(t, test_admit_routes_and_adjusts);
 	tcase_add_test(t, test_admit_free_cancels);
-	tcase_add_test(t, test_replicate_then_failover);
-	tcase_add_test(t, test_handoff_on_ring_change);
-	tcase_add_test(t, test_handoff_all_before_leaving);
 	suite_add_tcase(s, t);
 
 	t = tcase_create("warmup");
@@ -821,6 +763,7 @@ static Suite *admit_suite(void)
 	tcase_add_test(t, test_stall_starts_warmup);
 	tcase_add_loop_test(t, test_accused_starts_warmup, 0, 2);
 	tcase_add_test(t, test_warmup_ends);
+	tcase_add_test(t, test_warmup_ends_per_key_on_import);
 	suite_add_tcase(s, t);
 	return s;
 }
