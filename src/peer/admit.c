@@ -129,6 +129,10 @@ static int decide_here(struct admit *a, const void *key, size_t len,
 		(void)window_table_charge_gap(a->table, key, len, replica_gap_ms(a->rep), now,
 					      NULL);
 	err = window_table_admit(a->table, key, len, limit, amount, now, v);
+	if (log_level <= LOG_DEBUG)
+		log_debug("msg=\"decided\" key=%.*s err=%d allowed=%d used=%llu", (int)len,
+			  (const char *)key, err, !err && v->allowed,
+			  err ? 0ull : (unsigned long long)v->used[0]);
 	if (!err && v->allowed && a->rep)
 		replica_mark(a->rep, key, len);
 	return err;
@@ -282,6 +286,23 @@ static bool warm_pending(const struct admit *a, const void *key, size_t len)
 	return admit_warming(a) && !window_table_imported_in_epoch(a->table, key, len);
 }
 
+static uint8_t nreplicas(const struct admit *a)
+{
+	return a->cl.replicas ? a->cl.replicas : 1;
+}
+
+/* This node is one of the key's first R nodes in its view: its owner or a replica. */
+static bool in_replica_set(const struct admit *a, const void *key, size_t len)
+{
+	size_t succ[RING_SUCCESSORS_MAX], n, i;
+
+	n = ring_successors(a->cl.ring, key, len, nreplicas(a), succ);
+	for (i = 0; i < n; i++)
+		if (strcmp(ring_id(a->cl.ring, succ[i]), a->cl.self_id) == 0)
+			return true;
+	return false;
+}
+
 /* The node a warm-up sends key's checks to: the next of its ring order, or NULL. */
 static const char *warm_target(const struct admit *a, const void *key, size_t len)
 {
@@ -398,11 +419,6 @@ static void fwd_finish(struct admit_fwd *f, int err, const struct window_verdict
 
 static void on_peer_reply(void *ctx, int err, const struct wire_check_reply *r);
 
-static uint8_t nreplicas(const struct admit *a)
-{
-	return a->cl.replicas ? a->cl.replicas : 1;
-}
-
 /* The node asked could not decide (unreachable, stalled, busy): ask the next node of the key's
  * ring order at once, as a failover check, or decide here if that node is this one. It holds
  * the key's replica. true when f is taken care of, false when the replica set is exhausted. */
@@ -507,8 +523,10 @@ static void on_check_msg(void *arg, const struct peer_from *from, const struct w
 		int err;
 
 		poll_signals(a);
-		if (a->joining) {
-			/* Empty windows and no ring yet: let the sender try the next node. */
+		/* Joining: empty windows and no ring yet. A failover check for a key this node
+		 * neither owns nor replicates in its view (views differ at a heal): it holds no
+		 * state for the key to decide on. Either way the sender tries the next node. */
+		if (a->joining || (failover && !in_replica_set(a, c->key, c->key_len))) {
 			reply_of(c->id, -EAGAIN, NULL, &out);
 			(void)peer_reply(a->cl.peers, from->conn_id, &out);
 			continue;

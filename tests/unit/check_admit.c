@@ -10,60 +10,35 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "gossip/ring.h"
 #include "peer/admit.h"
 #include "peer/peer.h"
 #include "peer_harness.h"
 #include "window/table.h"
 
-struct ares {
-	int calls;
-	int err;
-	struct window_verdict v;
-};
-
-static void on_ares(void *ctx, int err, const struct window_verdict *v)
-{
-	struct ares *x = ctx;
-
-	x->calls++;
-	x->err = err;
-	if (v)
-		x->v = *v;
-}
-
 /* ---- cluster admission ---- */
 
-static bool owns(const char *const *ids, size_t n, const char *key, const char *want)
-{
-	struct ring *r;
-	bool yes;
-
-	ck_assert_int_eq(ring_new(&r, NULL), 0);
-	ck_assert_int_eq(ring_set_members(r, ids, n), 0);
-	yes = strcmp(ring_id(r, (size_t)ring_owner(r, key, strlen(key))), want) == 0;
-	ring_free(r);
-	return yes;
-}
-
-static const char *const view_ab[] = { "node-a", "node-b" };
 static const char *const view_bcx[] = { "node-b", "node-c", "node-x" };
 static const char *const view_cd[] = { "node-c", "node-d" };
 
-/* A key (key-0, key-1...) that the view {a, b} gives to owner. */
-static void key_owned(char *key, size_t size, const char *owner)
+/* Sends q through n and waits for the verdict, which must allow. */
+static void check_allowed(struct tnode *n, const struct admit_request *q, struct ares *v)
 {
-	for (int i = 0;; i++) {
-		snprintf(key, size, "key-%d", i);
-		if (owns(view_ab, 2, key, owner))
-			return;
-	}
+	admit_check(n->admit, q, on_ares, v);
+	wait_calls(&v->calls, 1);
+	ck_assert_int_eq(v->err, 0);
+	ck_assert(v->v.allowed);
 }
 
-/* A key that node-a's view {a, b} gives to node-b. */
-static void key_of_b(char *key, size_t size)
+/* Two checks of q on A while B cannot be reached: the first waits for the refused connect, the
+ * second finds B in backoff and is answered inside the call. */
+static void check_twice(struct tnode *a, const struct admit_request *q, struct ares v[2])
 {
-	key_owned(key, size, "node-b");
+	memset(v, 0, 2 * sizeof(*v));
+	admit_check(a->admit, q, on_ares, &v[0]);
+	ck_assert_int_eq(v[0].calls, 0);
+	wait_calls(&v[0].calls, 1);
+	admit_check(a->admit, q, on_ares, &v[1]);
+	ck_assert_int_eq(v[1].calls, 1);
 }
 
 START_TEST(test_hop_forwarding)
@@ -98,10 +73,7 @@ START_TEST(test_hop_forwarding)
 	link_to(&b, &c);
 
 	q = mkreq(k1, 10, 5, 5);
-	admit_check(a.admit, &q, on_ares, &v1);
-	wait_calls(&v1.calls, 1);
-	ck_assert_int_eq(v1.err, 0);
-	ck_assert(v1.v.allowed);
+	check_allowed(&a, &q, &v1);
 	ck_assert_uint_eq(v1.v.remaining[0], 9);  /* C's figures, relayed by B */
 	ck_assert_uint_eq(usage(&c, k1, 1), 5);
 	ck_assert_uint_eq(usage(&b, k1, 1), 0);
@@ -110,19 +82,13 @@ START_TEST(test_hop_forwarding)
 
 	/* k2: C is not the owner in its own view either, but the hop limit stops it there. */
 	q = mkreq(k2, 10, 5, 5);
-	admit_check(a.admit, &q, on_ares, &v2);
-	wait_calls(&v2.calls, 1);
-	ck_assert_int_eq(v2.err, 0);
-	ck_assert(v2.v.allowed);
+	check_allowed(&a, &q, &v2);
 	ck_assert_uint_eq(usage(&c, k2, 1), 5);
 	ck_assert_uint_eq(counter(&c, "llmlimit_peer_checks_hop_limited_total", ""), 1);
 
 	/* k3: B cannot reach x, so B's policy (local) decides and A gets B's verdict. */
 	q = mkreq(k3, 10, 5, 5);
-	admit_check(a.admit, &q, on_ares, &v3);
-	wait_calls(&v3.calls, 1);
-	ck_assert_int_eq(v3.err, 0);
-	ck_assert(v3.v.allowed);
+	check_allowed(&a, &q, &v3);
 	ck_assert_uint_eq(usage(&b, k3, 1), 5);
 	ck_assert_uint_eq(counter(&b, "llmlimit_peer_owner_unreachable_total",
 				  "policy=\"local\""), 1);
@@ -143,18 +109,12 @@ START_TEST(test_owner_failure_policy)
 	char key[32];
 	int64_t delta[WINDOW_DIMS] = { 0, 0, 7 };
 
-	key_of_b(key, sizeof(key));
+	key_owned(key, sizeof(key), "key", "node-b");
 	q = mkreq(key, 10, 5, 5);
 	node_up(&a, "node-a", 1000);
 	node_admit(&a, view_ab, 2, pol);
-	ck_assert_int_eq(peer_pool_set_address(a.pool, "node-b", "127.0.0.1", dead_port()), 0);
-	memset(v, 0, sizeof(v));
-	/* The first check waits for the refused connect; the second finds B in backoff. */
-	admit_check(a.admit, &q, on_ares, &v[0]);
-	ck_assert_int_eq(v[0].calls, 0);
-	wait_calls(&v[0].calls, 1);
-	admit_check(a.admit, &q, on_ares, &v[1]);
-	ck_assert_int_eq(v[1].calls, 1);
+	link_dead(&a, "node-b");
+	check_twice(&a, &q, v);
 	for (int i = 0; i < 2; i++) {
 		if (pol == ADMIT_FAIL_DENY) {
 			ck_assert_int_eq(v[i].err, -EIO);
@@ -201,12 +161,12 @@ START_TEST(test_owner_alive_unreachable_fails)
 	struct ares v;
 	char key[32];
 
-	key_of_b(key, sizeof(key));
+	key_owned(key, sizeof(key), "key", "node-b");
 	q = mkreq(key, 10, 5, 5);
 	tmpl.signal_arg = &alive;
 	node_up(&a, "node-a", 1000);
 	node_admit_with(&a, view_ab, 2, &tmpl);
-	ck_assert_int_eq(peer_pool_set_address(a.pool, "node-b", "127.0.0.1", dead_port()), 0);
+	link_dead(&a, "node-b");
 	memset(&v, 0, sizeof(v));
 	admit_check(a.admit, &q, on_ares, &v);
 	wait_calls(&v.calls, 1);
@@ -216,10 +176,7 @@ START_TEST(test_owner_alive_unreachable_fails)
 	/* Suspect or dead: the policy decides on A's fallback window. */
 	alive = false;
 	memset(&v, 0, sizeof(v));
-	admit_check(a.admit, &q, on_ares, &v);
-	wait_calls(&v.calls, 1);
-	ck_assert_int_eq(v.err, 0);
-	ck_assert(v.v.allowed);
+	check_allowed(&a, &q, &v);
 	ck_assert_uint_eq(usage(&a, key, 0), 1);
 	ck_assert_uint_eq(counter(&a, "llmlimit_peer_owner_unreachable_total",
 				  "policy=\"local\""), 1);
@@ -236,12 +193,8 @@ START_TEST(test_admit_routes_and_adjusts)
 	int64_t refund[WINDOW_DIMS] = { 0, 0, -60 };
 	int polls = 0;
 
-	key_of_b(key, sizeof(key));
-	for (int i = 0;; i++) {
-		snprintf(mine, sizeof(mine), "mine-%d", i);
-		if (owns(view_ab, 2, mine, "node-a"))
-			break;
-	}
+	key_owned(key, sizeof(key), "key", "node-b");
+	key_owned(mine, sizeof(mine), "mine", "node-a");
 	node_up(&a, "node-a", 1000);
 	node_up(&b, "node-b", 1000);
 	node_admit(&a, view_ab, 2, ADMIT_FAIL_DENY);
@@ -284,7 +237,7 @@ START_TEST(test_admit_free_cancels)
 	char key[32];
 	int seen = 0;
 
-	key_of_b(key, sizeof(key));
+	key_owned(key, sizeof(key), "key", "node-b");
 	q = mkreq(key, 10, 1, 1);
 	node_up(&a, "node-a", 2000);
 	node_up(&b, "node-b", 2000);
@@ -311,24 +264,6 @@ END_TEST
 #define QUIET_INTERVAL_MS 60000u
 
 static const char *const view_a[] = { "node-a" };
-static const char *const view_abc[] = { "node-a", "node-b", "node-c" };
-
-/* A key whose ring order over {a, b, c} starts with `first`, `second`. */
-static void key_ordered(char *key, size_t size, const char *first, const char *second)
-{
-	struct ring *r;
-	size_t succ[2];
-
-	ck_assert_int_eq(ring_new(&r, NULL), 0);
-	ck_assert_int_eq(ring_set_members(r, view_abc, 3), 0);
-	for (int i = 0;; i++) {
-		snprintf(key, size, "rkey-%d", i);
-		ck_assert_uint_eq(ring_successors(r, key, strlen(key), 2, succ), 2);
-		if (!strcmp(ring_id(r, succ[0]), first) && !strcmp(ring_id(r, succ[1]), second))
-			break;
-	}
-	ring_free(r);
-}
 
 /* The membership signals an admitter polls (admit_cluster.joined and .accused). */
 struct signals {
@@ -378,14 +313,47 @@ static void pair_up(struct tnode *a, struct tnode *b, struct signals *sig, uint3
 	link_to(b, a);
 }
 
-/* Charges req on n's table directly, as if n had decided it. */
-static void precharge(struct tnode *n, const struct admit_request *req)
+/* Waits for v, a check that A sent on to B because A is warming up: B decided it on B's window
+ * (`remaining` left, b_used counted there) and A counted nothing. */
+static void wait_warm_verdict(struct ares *v, const struct tnode *a, const struct tnode *b,
+			      const char *key, uint64_t remaining, uint64_t b_used)
 {
-	struct window_verdict v;
+	wait_calls(&v->calls, 1);
+	ck_assert_int_eq(v->err, 0);
+	ck_assert(v->v.allowed);
+	ck_assert_uint_eq(v->v.remaining[0], remaining);
+	ck_assert_uint_eq(usage(b, key, 0), b_used);
+	ck_assert_uint_eq(usage(a, key, 0), 0);
+	ck_assert_uint_eq(counter(a, "llmlimit_peer_checks_warmup_total", ""), 1);
+}
 
-	ck_assert_int_eq(window_table_admit(n->table, req->key, req->key_len, req->limit,
-					    req->amount, uv_now(&loop), &v), 0);
-	ck_assert(v.allowed);
+/* A, warming, sends q for its own key on to B, which ends up with b_used of it. */
+static void check_via_b(struct tnode *a, const struct tnode *b, const struct admit_request *q,
+			const char *key, uint64_t b_used)
+{
+	struct ares v = { 0 };
+
+	admit_check(a->admit, q, on_ares, &v);
+	ck_assert_int_eq(v.calls, 0);
+	wait_calls(&v.calls, 1);
+	ck_assert(v.v.allowed);
+	ck_assert_uint_eq(usage(b, key, 0), b_used);
+}
+
+/* A decides q for its own key inside the call, on a window merged from B's one decision. */
+static void check_merged(struct tnode *a, const struct tnode *b, const struct admit_request *q,
+			 const char *key)
+{
+	struct ares v = { 0 };
+
+	admit_check(a->admit, q, on_ares, &v);
+	ck_assert_int_eq(v.calls, 1);
+	ck_assert_int_eq(v.err, 0);
+	ck_assert(v.v.allowed);
+	ck_assert_uint_le(v.v.remaining[0], 8);
+	ck_assert_uint_ge(usage(a, key, 0), 2);
+	ck_assert_uint_eq(usage(b, key, 0), 1);
+	ck_assert_uint_eq(counter(a, "llmlimit_peer_checks_warmup_total", ""), 1);
 }
 
 START_TEST(test_joining_refuses_then_warms)
@@ -396,7 +364,7 @@ START_TEST(test_joining_refuses_then_warms)
 	struct ares v = { 0 }, vb = { 0 }, v2 = { 0 };
 	char key[32];
 
-	key_owned(key, sizeof(key), "node-a");
+	key_owned(key, sizeof(key), "key", "node-a");
 	q = mkreq(key, 10, 1, 1);
 	pair_up(&a, &b, &sig, QUIET_INTERVAL_MS);
 	ck_assert(admit_joining(a.admit));
@@ -408,10 +376,7 @@ START_TEST(test_joining_refuses_then_warms)
 	ck_assert_uint_eq(counter(&a, "llmlimit_peer_checks_joining_total", ""), 1);
 	/* B sends A's key to A, which answers "busy": B fails over to the key's next node,
 	 * itself. */
-	admit_check(b.admit, &q, on_ares, &vb);
-	wait_calls(&vb.calls, 1);
-	ck_assert_int_eq(vb.err, 0);
-	ck_assert(vb.v.allowed);
+	check_allowed(&b, &q, &vb);
 	ck_assert_uint_eq(usage(&a, key, 0), 0);
 	ck_assert_uint_eq(usage(&b, key, 0), 1);
 	ck_assert_uint_eq(counter(&b, "llmlimit_peer_checks_failover_total", ""), 1);
@@ -423,13 +388,7 @@ START_TEST(test_joining_refuses_then_warms)
 	admit_check(a.admit, &q, on_ares, &v2);
 	ck_assert(!admit_joining(a.admit));
 	ck_assert(admit_warming(a.admit));
-	wait_calls(&v2.calls, 1);
-	ck_assert_int_eq(v2.err, 0);
-	ck_assert(v2.v.allowed);
-	ck_assert_uint_eq(v2.v.remaining[0], 8);
-	ck_assert_uint_eq(usage(&b, key, 0), 2);
-	ck_assert_uint_eq(usage(&a, key, 0), 0);
-	ck_assert_uint_eq(counter(&a, "llmlimit_peer_checks_warmup_total", ""), 1);
+	wait_warm_verdict(&v2, &a, &b, key, 8, 2);
 	ck_assert_uint_eq(counter(&a, "llmlimit_peer_checks_joining_total", ""), 1);
 	node_down(&a);
 	node_down(&b);
@@ -478,7 +437,7 @@ START_TEST(test_warmup_forwards_to_next)
 	struct ares v = { 0 };
 	char key[32];
 
-	key_owned(key, sizeof(key), "node-a");
+	key_owned(key, sizeof(key), "key", "node-a");
 	q = mkreq(key, 10, 1, 1);
 	pair_up(&a, &b, NULL, QUIET_INTERVAL_MS);
 	precharge(&b, &q);
@@ -488,13 +447,7 @@ START_TEST(test_warmup_forwards_to_next)
 	ck_assert(admit_warming(a.admit));
 	admit_check(a.admit, &q, on_ares, &v);
 	ck_assert_int_eq(v.calls, 0);  /* A owns the key, yet asks B */
-	wait_calls(&v.calls, 1);
-	ck_assert_int_eq(v.err, 0);
-	ck_assert(v.v.allowed);
-	ck_assert_uint_eq(v.v.remaining[0], 7);  /* B's window: B's two and this one */
-	ck_assert_uint_eq(usage(&b, key, 0), 3);
-	ck_assert_uint_eq(usage(&a, key, 0), 0);
-	ck_assert_uint_eq(counter(&a, "llmlimit_peer_checks_warmup_total", ""), 1);
+	wait_warm_verdict(&v, &a, &b, key, 7, 3);  /* B's window: B's two and this one */
 	ck_assert_uint_eq(counter(&b, "llmlimit_peer_checks_hop_limited_total", ""), 0);
 	node_down(&a);
 	node_down(&b);
@@ -509,20 +462,14 @@ START_TEST(test_warmup_next_unreachable_decides_here)
 	struct ares v[2];
 	char key[32];
 
-	key_owned(key, sizeof(key), "node-a");
+	key_owned(key, sizeof(key), "key", "node-a");
 	q = mkreq(key, 10, 1, 1);
 	node_up(&a, "node-a", 1000);
 	node_admit_with(&a, view_ab, 2, &t);
-	ck_assert_int_eq(peer_pool_set_address(a.pool, "node-b", "127.0.0.1", dead_port()), 0);
+	link_dead(&a, "node-b");
 	admit_warmup(a.admit, "test");
-	memset(v, 0, sizeof(v));
-	/* The first check waits for the refused connect; the second finds B in backoff. Both are
-	 * A's own keys: A decides them, whatever --owner-failure says. */
-	admit_check(a.admit, &q, on_ares, &v[0]);
-	ck_assert_int_eq(v[0].calls, 0);
-	wait_calls(&v[0].calls, 1);
-	admit_check(a.admit, &q, on_ares, &v[1]);
-	ck_assert_int_eq(v[1].calls, 1);
+	/* Both checks are of A's own key: A decides them, whatever --owner-failure says. */
+	check_twice(&a, &q, v);
 	for (int i = 0; i < 2; i++) {
 		ck_assert_int_eq(v[i].err, 0);
 		ck_assert(v[i].v.allowed);
@@ -546,12 +493,7 @@ START_TEST(test_warming_owner_relays_to_next)
 
 	key_ordered(key, sizeof(key), "node-a", "node-b");
 	q = mkreq(key, 10, 1, 1);
-	node_up(&a, "node-a", 1000);
-	node_up(&b, "node-b", 1000);
-	node_up(&c, "node-c", 1000);
-	node_admit_with(&a, view_abc, 3, &t);
-	node_admit_with(&b, view_abc, 3, &t);
-	node_admit_with(&c, view_abc, 3, &t);
+	trio_up(&a, &b, &c, &t);
 	link_to(&c, &a);
 	link_to(&a, &b);
 	precharge(&b, &q);
@@ -559,14 +501,8 @@ START_TEST(test_warming_owner_relays_to_next)
 	/* C sends the check to A, the owner; A, warming, sends it on to B and relays B's
 	 * verdict back to C. */
 	admit_check(c.admit, &q, on_ares, &v);
-	wait_calls(&v.calls, 1);
-	ck_assert_int_eq(v.err, 0);
-	ck_assert(v.v.allowed);
-	ck_assert_uint_eq(v.v.remaining[0], 8);
-	ck_assert_uint_eq(usage(&b, key, 0), 2);
-	ck_assert_uint_eq(usage(&a, key, 0), 0);
+	wait_warm_verdict(&v, &a, &b, key, 8, 2);
 	ck_assert_uint_eq(usage(&c, key, 0), 0);
-	ck_assert_uint_eq(counter(&a, "llmlimit_peer_checks_warmup_total", ""), 1);
 	ck_assert_uint_eq(counter(&c, "llmlimit_peer_checks_failover_total", ""), 0);
 	ck_assert_uint_eq(counter(&b, "llmlimit_peer_checks_hop_limited_total", ""), 0);
 	node_down(&a);
@@ -614,7 +550,7 @@ START_TEST(test_accused_starts_warmup)
 	struct ares v = { 0 }, v2 = { 0 };
 	char key[32];
 
-	key_owned(key, sizeof(key), "node-a");
+	key_owned(key, sizeof(key), "key", "node-a");
 	q = mkreq(key, 10, 1, 1);
 	pair_up(&a, &b, &sig, QUIET_INTERVAL_MS);
 	/* Joined from the start and the count unchanged: A decides its key at once. */
@@ -647,20 +583,15 @@ START_TEST(test_warmup_ends)
 {
 	struct tnode a, b;
 	struct admit_request q;
-	struct ares v = { 0 }, v2 = { 0 };
 	char key[32];
 	uint64_t t0;
 
-	key_owned(key, sizeof(key), "node-a");
+	key_owned(key, sizeof(key), "key", "node-a");
 	q = mkreq(key, 10, 1, 1);
 	pair_up(&a, &b, NULL, 20);  /* replicating: B's decisions come back to A */
 	t0 = uv_now(&loop);
 	admit_warmup(a.admit, "test");
-	admit_check(a.admit, &q, on_ares, &v);
-	ck_assert_int_eq(v.calls, 0);
-	wait_calls(&v.calls, 1);
-	ck_assert(v.v.allowed);
-	ck_assert_uint_eq(usage(&b, key, 0), 1);
+	check_via_b(&a, &b, &q, key, 1);
 	while (admit_warming(a.admit)) {
 		run_for(20);
 		ck_assert_uint_lt(uv_now(&loop) - t0, ADMIT_WARMUP_MS + 500);
@@ -668,14 +599,7 @@ START_TEST(test_warmup_ends)
 	ck_assert_uint_ge(uv_now(&loop) - t0, ADMIT_WARMUP_MS);
 	ck_assert_uint_eq(usage(&a, key, 0), 1);  /* B's decision, replicated */
 	/* Over: A decides its key again, at once, on the merged window. */
-	admit_check(a.admit, &q, on_ares, &v2);
-	ck_assert_int_eq(v2.calls, 1);
-	ck_assert_int_eq(v2.err, 0);
-	ck_assert(v2.v.allowed);
-	ck_assert_uint_le(v2.v.remaining[0], 8);
-	ck_assert_uint_ge(usage(&a, key, 0), 2);
-	ck_assert_uint_eq(usage(&b, key, 0), 1);
-	ck_assert_uint_eq(counter(&a, "llmlimit_peer_checks_warmup_total", ""), 1);
+	check_merged(&a, &b, &q, key);
 	node_down(&a);
 	node_down(&b);
 }
@@ -688,16 +612,11 @@ START_TEST(test_warmup_ends_per_key_on_import)
 	struct tnode a, b;
 	struct admit_request q, q2;
 	struct window_state st;
-	struct ares v = { 0 }, v2 = { 0 }, v3 = { 0 };
 	char key[32], old[32];
 	int polls = 0;
 
-	key_owned(key, sizeof(key), "node-a");
-	for (int i = 0;; i++) {
-		snprintf(old, sizeof(old), "old-%d", i);
-		if (owns(view_ab, 2, old, "node-a"))
-			break;
-	}
+	key_owned(key, sizeof(key), "key", "node-a");
+	key_owned(old, sizeof(old), "old", "node-a");
 	q = mkreq(key, 10, 1, 1);
 	q2 = mkreq(old, 10, 1, 1);
 	pair_up(&a, &b, NULL, 20);  /* replicating: B's decisions come back to A */
@@ -706,31 +625,16 @@ START_TEST(test_warmup_ends_per_key_on_import)
 	ck_assert_int_eq(window_table_import(a.table, old, strlen(old), &st, uv_now(&loop),
 					     WINDOW_IMPORT_MAX), 0);
 	admit_warmup(a.admit, "test");
-	admit_check(a.admit, &q, on_ares, &v);
-	ck_assert_int_eq(v.calls, 0);
-	wait_calls(&v.calls, 1);
-	ck_assert(v.v.allowed);
-	ck_assert_uint_eq(usage(&b, key, 0), 1);
+	check_via_b(&a, &b, &q, key, 1);
 	while (usage(&a, key, 0) != 1) {
 		run_for(5);
 		ck_assert_int_lt(++polls, 200);
 	}
 	ck_assert(admit_warming(a.admit));
 	/* Decided inside the call, on A's merged window. */
-	admit_check(a.admit, &q, on_ares, &v2);
-	ck_assert_int_eq(v2.calls, 1);
-	ck_assert_int_eq(v2.err, 0);
-	ck_assert(v2.v.allowed);
-	ck_assert_uint_le(v2.v.remaining[0], 8);
-	ck_assert_uint_ge(usage(&a, key, 0), 2);
-	ck_assert_uint_eq(usage(&b, key, 0), 1);
-	ck_assert_uint_eq(counter(&a, "llmlimit_peer_checks_warmup_total", ""), 1);
+	check_merged(&a, &b, &q, key);
 	/* The key imported before the warm-up still goes to B. */
-	admit_check(a.admit, &q2, on_ares, &v3);
-	ck_assert_int_eq(v3.calls, 0);
-	wait_calls(&v3.calls, 1);
-	ck_assert(v3.v.allowed);
-	ck_assert_uint_eq(usage(&b, old, 0), 2);
+	check_via_b(&a, &b, &q2, old, 2);
 	ck_assert_uint_eq(counter(&a, "llmlimit_peer_checks_warmup_total", ""), 2);
 	ck_assert(admit_warming(a.admit));
 	node_down(&a);

@@ -4,8 +4,6 @@
  * leaving node hands on every key it holds. The harness is tests/unit/peer_harness.h. */
 #include <check.h>
 #include <errno.h>
-#include <stdbool.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
@@ -15,77 +13,10 @@
 #include "peer/peer.h"
 #include "peer/replica.h"
 #include "peer_harness.h"
-#include "window/table.h"
 
-struct ares {
-	int calls;
-	int err;
-	struct window_verdict v;
-};
-
-static void on_ares(void *ctx, int err, const struct window_verdict *v)
-{
-	struct ares *x = ctx;
-
-	x->calls++;
-	x->err = err;
-	if (v)
-		x->v = *v;
-}
-
-static const char *const view_ab[] = { "node-a", "node-b" };
-static const char *const view_abc[] = { "node-a", "node-b", "node-c" };
-
-/* A key (key-0, key-1...) that the view {a, b} gives to node-b. */
-static void key_of_b(char *key, size_t size)
-{
-	struct ring *r;
-
-	ck_assert_int_eq(ring_new(&r, NULL), 0);
-	ck_assert_int_eq(ring_set_members(r, view_ab, 2), 0);
-	for (int i = 0;; i++) {
-		snprintf(key, size, "key-%d", i);
-		if (!strcmp(ring_id(r, (size_t)ring_owner(r, key, strlen(key))), "node-b"))
-			break;
-	}
-	ring_free(r);
-}
-
-/* A key whose ring order over {a, b, c} starts with `first`, `second`. */
-static void key_ordered(char *key, size_t size, const char *first, const char *second)
-{
-	struct ring *r;
-	size_t succ[2];
-
-	ck_assert_int_eq(ring_new(&r, NULL), 0);
-	ck_assert_int_eq(ring_set_members(r, view_abc, 3), 0);
-	for (int i = 0;; i++) {
-		snprintf(key, size, "rkey-%d", i);
-		ck_assert_uint_eq(ring_successors(r, key, strlen(key), 2, succ), 2);
-		if (!strcmp(ring_id(r, succ[0]), first) && !strcmp(ring_id(r, succ[1]), second))
-			break;
-	}
-	ring_free(r);
-}
-
-static void node_admit_rep(struct tnode *n, const char *const *ids, size_t nids)
-{
-	struct admit_cluster tmpl = { .owner_failure = ADMIT_FAIL_DENY, .max_hops = 1,
-				      .replicas = 2, .replicate_interval_ms = 20 };
-
-	node_admit_with(n, ids, nids, &tmpl);
-}
-
-/* Charges req on n's table directly, as if n had decided it: nothing marks it for
- * replication. */
-static void precharge(struct tnode *n, const struct admit_request *req)
-{
-	struct window_verdict v;
-
-	ck_assert_int_eq(window_table_admit(n->table, req->key, req->key_len, req->limit,
-					    req->amount, uv_now(&loop), &v), 0);
-	ck_assert(v.allowed);
-}
+/* R = 2, replicating every 20 ms. */
+static const struct admit_cluster rep_cl = { .owner_failure = ADMIT_FAIL_DENY, .max_hops = 1,
+					     .replicas = 2, .replicate_interval_ms = 20 };
 
 /* Runs the loop until n's usage of key (requests) is want, failing after ~2 s. */
 static void wait_usage(const struct tnode *n, const char *key, uint64_t want)
@@ -108,12 +39,7 @@ START_TEST(test_replicate_then_failover)
 
 	key_ordered(key, sizeof(key), "node-a", "node-b");
 	q = mkreq(key, 10, 1, 1);
-	node_up(&a, "node-a", 1000);
-	node_up(&b, "node-b", 1000);
-	node_up(&c, "node-c", 1000);
-	node_admit_rep(&a, view_abc, 3);
-	node_admit_rep(&b, view_abc, 3);
-	node_admit_rep(&c, view_abc, 3);
+	trio_up(&a, &b, &c, &rep_cl);
 	link_to(&a, &b);
 	link_to(&a, &c);
 	link_to(&b, &a);
@@ -171,12 +97,12 @@ START_TEST(test_handoff_on_ring_change)
 	struct replica_stats rs;
 	char key[32];
 
-	key_of_b(key, sizeof(key));
+	key_owned(key, sizeof(key), "key", "node-b");
 	q = mkreq(key, 10, 3, 3);
 	node_up(&a, "node-a", 1000);
 	node_up(&b, "node-b", 1000);
-	node_admit_rep(&a, view_a, 1);
-	node_admit_rep(&b, view_ab, 2);
+	node_admit_with(&a, view_a, 1, &rep_cl);
+	node_admit_with(&b, view_ab, 2, &rep_cl);
 	link_to(&a, &b);
 	link_to(&b, &a);
 	/* Alone, A owns the key. */
@@ -209,14 +135,9 @@ START_TEST(test_failover_denial_replicates_to_owner)
 
 	key_ordered(key, sizeof(key), "node-a", "node-b");
 	q = mkreq(key, 10, 3, 2);
-	node_up(&a, "node-a", 1000);
-	node_up(&b, "node-b", 1000);
-	node_up(&c, "node-c", 1000);
-	node_admit_rep(&a, view_abc, 3);
-	node_admit_rep(&b, view_abc, 3);
-	node_admit_rep(&c, view_abc, 3);
+	trio_up(&a, &b, &c, &rep_cl);
 	/* C cannot reach the owner A; B can. */
-	ck_assert_int_eq(peer_pool_set_address(c.pool, "node-a", "127.0.0.1", dead_port()), 0);
+	link_dead(&c, "node-a");
 	link_to(&c, &b);
 	link_to(&b, &a);
 	/* B holds the key's full usage, unmarked (as handed over, or decided before a restart of
@@ -254,6 +175,9 @@ static void on_leave_done(void *arg)
  * goes back to A as a REPLICATE (C's copy may be the only full one). */
 START_TEST(test_handoff_all_before_leaving)
 {
+	/* R = 1: no replication, only the leave walk sends state. */
+	static const struct admit_cluster tmpl = { .owner_failure = ADMIT_FAIL_DENY,
+						   .max_hops = 1 };
 	struct tnode a, b, c;
 	struct admit_request qc, qa;
 	struct ares v = { 0 };
@@ -265,13 +189,7 @@ START_TEST(test_handoff_all_before_leaving)
 	key_ordered(ka, sizeof(ka), "node-a", "node-c");
 	qc = mkreq(kc, 10, 2, 2);
 	qa = mkreq(ka, 10, 5, 4);
-	node_up(&a, "node-a", 1000);
-	node_up(&b, "node-b", 1000);
-	node_up(&c, "node-c", 1000);
-	/* R = 1: no replication, only the leave walk sends state. */
-	node_admit(&a, view_abc, 3, ADMIT_FAIL_DENY);
-	node_admit(&b, view_abc, 3, ADMIT_FAIL_DENY);
-	node_admit(&c, view_abc, 3, ADMIT_FAIL_DENY);
+	trio_up(&a, &b, &c, &tmpl);
 	link_to(&c, &a);
 	link_to(&c, &b);
 	admit_check(c.admit, &qc, on_ares, &v);

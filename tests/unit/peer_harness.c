@@ -183,6 +183,81 @@ void drop_checks(void *arg, const struct peer_from *from, const struct wire_msg 
 	*seen += (int)m->n;
 }
 
+void on_ares(void *ctx, int err, const struct window_verdict *v)
+{
+	struct ares *x = ctx;
+
+	x->calls++;
+	x->err = err;
+	if (v)
+		x->v = *v;
+}
+
+const char *const view_ab[2] = { "node-a", "node-b" };
+const char *const view_abc[3] = { "node-a", "node-b", "node-c" };
+
+bool owns(const char *const *ids, size_t n, const char *key, const char *want)
+{
+	struct ring *r;
+	bool yes;
+
+	ck_assert_int_eq(ring_new(&r, NULL), 0);
+	ck_assert_int_eq(ring_set_members(r, ids, n), 0);
+	yes = strcmp(ring_id(r, (size_t)ring_owner(r, key, strlen(key))), want) == 0;
+	ring_free(r);
+	return yes;
+}
+
+void key_owned(char *key, size_t size, const char *prefix, const char *owner)
+{
+	for (int i = 0;; i++) {
+		snprintf(key, size, "%s-%d", prefix, i);
+		if (owns(view_ab, 2, key, owner))
+			return;
+	}
+}
+
+void key_ordered(char *key, size_t size, const char *first, const char *second)
+{
+	struct ring *r;
+	size_t succ[2];
+
+	ck_assert_int_eq(ring_new(&r, NULL), 0);
+	ck_assert_int_eq(ring_set_members(r, view_abc, 3), 0);
+	for (int i = 0;; i++) {
+		snprintf(key, size, "rkey-%d", i);
+		ck_assert_uint_eq(ring_successors(r, key, strlen(key), 2, succ), 2);
+		if (!strcmp(ring_id(r, succ[0]), first) && !strcmp(ring_id(r, succ[1]), second))
+			break;
+	}
+	ring_free(r);
+}
+
+void trio_up(struct tnode *a, struct tnode *b, struct tnode *c,
+	     const struct admit_cluster *tmpl)
+{
+	node_up(a, "node-a", 1000);
+	node_up(b, "node-b", 1000);
+	node_up(c, "node-c", 1000);
+	node_admit_with(a, view_abc, 3, tmpl);
+	node_admit_with(b, view_abc, 3, tmpl);
+	node_admit_with(c, view_abc, 3, tmpl);
+}
+
+void link_dead(struct tnode *from, const char *to)
+{
+	ck_assert_int_eq(peer_pool_set_address(from->pool, to, "127.0.0.1", dead_port()), 0);
+}
+
+void precharge(struct tnode *n, const struct admit_request *req)
+{
+	struct window_verdict v;
+
+	ck_assert_int_eq(window_table_admit(n->table, req->key, req->key_len, req->limit,
+					    req->amount, uv_now(&loop), &v), 0);
+	ck_assert(v.allowed);
+}
+
 static void silent_alloc(uv_handle_t *h, size_t s, uv_buf_t *b)
 {
 	static char sink[4096];

@@ -1,4 +1,4 @@
-/* peer_harness.h — the loopback harness check_peer and check_admit share.
+/* peer_harness.h — the loopback harness check_peer, check_admit and check_replica share.
  *
  * Every test runs its pools, admitters and silent servers on one uv loop in one process (Check
  * forks per test), on ephemeral 127.0.0.1 ports. Waiting is the loop's own: a test runs
@@ -8,6 +8,7 @@
 #ifndef LLMLIMIT_TESTS_PEER_HARNESS_H
 #define LLMLIMIT_TESTS_PEER_HARNESS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
@@ -64,6 +65,36 @@ struct admit_request mkreq(const char *key, uint64_t rpm, uint64_t in, uint64_t 
 
 /* A CHECK handler that counts the checks in *(int *)arg and never answers. */
 void drop_checks(void *arg, const struct peer_from *from, const struct wire_msg *m);
+
+/* ---- admission ---- */
+
+/* What an admit_check() callback saw; on_ares is the callback, with a struct ares as ctx. */
+struct ares {
+	int calls;
+	int err;
+	struct window_verdict v;
+};
+
+void on_ares(void *ctx, int err, const struct window_verdict *v);
+
+extern const char *const view_ab[2];   /* {node-a, node-b} */
+extern const char *const view_abc[3];  /* {node-a, node-b, node-c} */
+
+/* Whether the ring over ids gives key to want. */
+bool owns(const char *const *ids, size_t n, const char *key, const char *want);
+/* The first "<prefix>-0", "<prefix>-1"... that the view {a, b} gives to owner. */
+void key_owned(char *key, size_t size, const char *prefix, const char *owner);
+/* The first "rkey-0", "rkey-1"... whose ring order over {a, b, c} starts first, second. */
+void key_ordered(char *key, size_t size, const char *first, const char *second);
+/* Three nodes a, b and c (timeout 1 s), each with an admitter on view_abc made from tmpl; no
+ * links. */
+void trio_up(struct tnode *a, struct tnode *b, struct tnode *c,
+	     const struct admit_cluster *tmpl);
+/* Points from's route to `to` at a port nothing listens on. */
+void link_dead(struct tnode *from, const char *to);
+/* Charges req on n's table directly, as if n had decided it: nothing marks it for
+ * replication. */
+void precharge(struct tnode *n, const struct admit_request *req);
 
 /* ---- a TCP server that accepts and then says nothing ---- */
 
