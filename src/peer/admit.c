@@ -276,7 +276,10 @@ void admit_warmup(struct admit *a, const char *reason)
 
 bool admit_warming(const struct admit *a)
 {
-	return a->clustered && uv_now(a->loop) < a->warm_until;
+	/* Joined but not yet noticed (the beat or the next check will): about to warm up, so
+	 * GET /cluster never shows a joined node as settled before its warm-up began. */
+	return a->clustered && (uv_now(a->loop) < a->warm_until ||
+				(!a->joined && a->cl.joined && a->cl.joined(a->cl.signal_arg)));
 }
 
 /* An owned key that the next node of its ring order decides: warming, and no state for it
