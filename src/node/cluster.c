@@ -34,8 +34,7 @@ struct node_cluster {
 	struct peer_pool *peers;
 	struct gossip *gossip;
 	struct admit_cluster admit;
-	struct admit *admitter;            /* borrowed: GET /cluster, warm-ups; may be NULL */
-	size_t ring_size, ring_max;        /* members in the ring now, and the most ever */
+	const struct admit *admitter;      /* borrowed, for GET /cluster; may be NULL */
 	char *seed_buf;                    /* owned copy of --seeds, split in place */
 	const char *seeds[CLUSTER_MAX_SEEDS];
 	size_t nseeds;
@@ -68,14 +67,6 @@ static void rebuild_ring(void *arg)
 		return;
 	}
 	log_info("msg=\"ring changed\" members=%zu", n);
-	/* Alone after having had company: every other member was lost (a partition, or this
-	 * node stalled), and they decided its keys meanwhile. Warm up as soon as one is back,
-	 * before the accusation it will refute arrives. */
-	if (c->ring_size == 1 && n > 1 && c->ring_max > 1 && c->admitter)
-		admit_warmup(c->admitter, "rejoined");
-	c->ring_size = n;
-	if (n > c->ring_max)
-		c->ring_max = n;
 }
 
 static bool cluster_joined(void *arg)
@@ -281,7 +272,7 @@ const struct admit_cluster *node_cluster_admit(struct node_cluster *c)
 	return &c->admit;
 }
 
-void node_cluster_attach(struct node_cluster *c, struct admit *a)
+void node_cluster_attach(struct node_cluster *c, const struct admit *a)
 {
 	c->admitter = a;
 }

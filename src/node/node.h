@@ -32,9 +32,8 @@ int node_cluster_start(struct node_cluster **out, struct uv_loop_s *loop, const 
 		       struct metrics *metrics, uint16_t http_port, char *errbuf, size_t errlen);
 /* What the admitter needs (owned by the cluster; valid until node_cluster_free). */
 const struct admit_cluster *node_cluster_admit(struct node_cluster *c);
-/* The admitter built from it: GET /cluster shows its warm-up ("warming"), and a node that
- * was left alone and sees a member again starts one. NULL detaches it. */
-void node_cluster_attach(struct node_cluster *c, struct admit *a);
+/* The admitter built from it, whose warm-up GET /cluster shows ("warming"). NULL detaches it. */
+void node_cluster_attach(struct node_cluster *c, const struct admit *a);
 /* Leaves gracefully (peers see `left` at once); done(arg) runs from the loop. */
 void node_cluster_leave(struct node_cluster *c, void (*done)(void *arg), void *arg);
 /* True once the node has joined (or has nobody to join). */

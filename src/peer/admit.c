@@ -266,9 +266,9 @@ void admit_warmup(struct admit *a, const char *reason)
 {
 	if (!a->clustered)
 		return;
-	/* Keys imported from now on hold the state of whoever decided meanwhile. */
-	if (!admit_warming(a))
-		window_table_new_epoch(a->table);
+	/* Keys imported from now on hold the state of whoever decided meanwhile; what arrived
+	 * before this event (an earlier warm-up's imports) may predate it. */
+	window_table_new_epoch(a->table);
 	a->warm_until = uv_now(a->loop) + ADMIT_WARMUP_MS;
 	log_info("msg=\"warm-up: checks on owned keys go to the next node of their ring order\" "
 		 "reason=%s ms=%u", reason, ADMIT_WARMUP_MS);
@@ -282,16 +282,18 @@ bool admit_warming(const struct admit *a)
 				(!a->joined && a->cl.joined && a->cl.joined(a->cl.signal_arg)));
 }
 
+static uint8_t nreplicas(const struct admit *a)
+{
+	return a->cl.replicas ? a->cl.replicas : 1;
+}
+
 /* An owned key that the next node of its ring order decides: warming, and no state for it
  * has arrived since the warm-up began. */
 static bool warm_pending(const struct admit *a, const void *key, size_t len)
 {
-	return admit_warming(a) && !window_table_imported_in_epoch(a->table, key, len);
-}
-
-static uint8_t nreplicas(const struct admit *a)
-{
-	return a->cl.replicas ? a->cl.replicas : 1;
+	/* Without replicas there is no next node that decided meanwhile. */
+	return nreplicas(a) > 1 && admit_warming(a) &&
+	       !window_table_imported_in_epoch(a->table, key, len);
 }
 
 /* This node is one of the key's first R nodes in its view: its owner or a replica. */

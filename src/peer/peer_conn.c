@@ -416,6 +416,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 
 	if (n) {
 		n->gai = NULL;
+		n->resolve_patience_ms = 0;
 		if (err == 0)
 			err = res ? dial(n, res->ai_addr) : UV_EAI_NONAME;
 		if (err < 0) {

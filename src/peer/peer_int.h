@@ -140,6 +140,7 @@ struct peer__node {
 	uint16_t port;
 	struct peer__conn *conn;     /* the outgoing connection, NULL when none */
 	struct peer__resolve *gai;   /* a name being resolved, NULL when none */
+	uint32_t resolve_patience_ms; /* a lookup older than this is restarted (0: the minimum) */
 	uint64_t retry_at_ms;        /* in backoff until then (0: not in backoff) */
 	uint32_t backoff_ms;         /* the next backoff */
 	bool wanted;                 /* used while in backoff: reconnect when it ends */
@@ -163,8 +164,11 @@ struct peer__resolve {
 
 /* A lookup still running after this long is abandoned and started again when the node is
  * needed: one begun while the network was cut (Docker's resolver unreachable) waits for the
- * resolver's timeout, seconds after the network is back. */
+ * resolver's timeout, seconds after the network is back. The patience doubles with each
+ * restart up to the maximum (a resolver that is merely slow still gets answered) and is reset
+ * by an answer. */
 #define PEER__RESOLVE_STALE_MS 1000u
+#define PEER__RESOLVE_STALE_MAX_MS 16000u
 
 enum peer__conn_state {
 	PEER__CONNECTING,  /* outgoing, TCP connect in progress */

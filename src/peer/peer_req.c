@@ -113,11 +113,15 @@ void peer__cancel_all(struct peer_pool *p)
  * -EIO (backoff, or the dial failed at once), -ENOBUFS. */
 static int node_usable(struct peer_pool *p, struct peer__node *n, size_t queued)
 {
-	if (!n->conn && n->gai && uv_now(p->loop) - n->gai->started_ms >= PEER__RESOLVE_STALE_MS) {
+	uint32_t patience = n->resolve_patience_ms ? n->resolve_patience_ms : PEER__RESOLVE_STALE_MS;
+
+	if (!n->conn && n->gai && uv_now(p->loop) - n->gai->started_ms >= patience) {
 		/* Abandoned: its callback frees it and finds no node. */
 		n->gai->node = NULL;
 		uv_cancel((uv_req_t *)&n->gai->req);
 		n->gai = NULL;
+		n->resolve_patience_ms = patience * 2 > PEER__RESOLVE_STALE_MAX_MS ?
+					 PEER__RESOLVE_STALE_MAX_MS : patience * 2;
 		p->st.resolves_restarted++;
 	}
 	if (!n->conn && !n->gai) {
