@@ -129,10 +129,9 @@ static int decide_here(struct admit *a, const void *key, size_t len,
 		(void)window_table_charge_gap(a->table, key, len, replica_gap_ms(a->rep), now,
 					      NULL);
 	err = window_table_admit(a->table, key, len, limit, amount, now, v);
-	if (log_level <= LOG_DEBUG)
-		log_debug("msg=\"decided\" key=%.*s err=%d allowed=%d used=%llu", (int)len,
-			  (const char *)key, err, !err && v->allowed,
-			  err ? 0ull : (unsigned long long)v->used[0]);
+	log_debug("msg=\"decided\" key=%.*s err=%d allowed=%d used=%llu", (int)len,
+		  (const char *)key, err, !err && v->allowed,
+		  err ? 0ull : (unsigned long long)v->used[0]);
 	if (!err && v->allowed && a->rep)
 		replica_mark(a->rep, key, len);
 	return err;

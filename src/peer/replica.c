@@ -447,6 +447,19 @@ static void on_state_msg(void *arg, const struct peer_from *from, const struct w
 
 /* ---- the contract ---- */
 
+/* Frees r and what it owns (parts never allocated are NULL). */
+static void release(struct replica *r)
+{
+	for (size_t i = 0; i < OUTBOX_MAX; i++)
+		free(r->box[i].st);
+	ring_free(r->prev);
+	ring_free(r->next);
+	free(r->arena);
+	free(r->idx);
+	free(r->dk);
+	free(r);
+}
+
 int replica_new(struct replica **out, uv_loop_t *loop, const struct replica_config *cfg)
 {
 	struct replica *r;
@@ -485,12 +498,7 @@ int replica_new(struct replica **out, uv_loop_t *loop, const struct replica_conf
 	return 0;
 
 out_free:
-	ring_free(r->prev);
-	ring_free(r->next);
-	free(r->arena);
-	free(r->idx);
-	free(r->dk);
-	free(r);
+	release(r);
 	return err;
 }
 
@@ -498,16 +506,8 @@ static void on_closed(uv_handle_t *h)
 {
 	struct replica *r = h->data;
 
-	if (--r->open_handles)
-		return;
-	for (size_t i = 0; i < OUTBOX_MAX; i++)
-		free(r->box[i].st);
-	ring_free(r->prev);
-	ring_free(r->next);
-	free(r->arena);
-	free(r->idx);
-	free(r->dk);
-	free(r);
+	if (!--r->open_handles)
+		release(r);
 }
 
 void replica_free(struct replica *r)

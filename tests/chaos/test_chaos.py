@@ -223,20 +223,26 @@ def scenario_kill9_owner():
         cleanup(r)
 
 
+def hold_fault(r, v, start, stop):
+    """start() a fault on v, measure its detection, keep it FAULT_S in all, stop() it (also
+    when detection failed), then measure convergence from that moment."""
+    t = time.monotonic()
+    start()
+    try:
+        r.detect(v, t)
+        time.sleep(max(0.0, FAULT_S - (time.monotonic() - t)))
+    finally:
+        stop()
+    r.converge(r.c.nodes, time.monotonic())
+
+
 def scenario_sigstop():
     r = Run("sigstop")
     try:
         r.start()
         v = r.owner
         r.victims = [v]
-        t = time.monotonic()
-        v.signal(signal.SIGSTOP)
-        try:
-            r.detect(v, t)
-            time.sleep(max(0.0, FAULT_S - (time.monotonic() - t)))
-        finally:
-            v.signal(signal.SIGCONT)
-        r.converge(r.c.nodes, time.monotonic())
+        hold_fault(r, v, lambda: v.signal(signal.SIGSTOP), lambda: v.signal(signal.SIGCONT))
         r.finish()
     finally:
         cleanup(r)
@@ -258,14 +264,7 @@ def scenario_partition():
         v = r.owner
         i = r.c.nodes.index(v)
         r.victims = [v]
-        t = time.monotonic()
-        ns.cut(i)
-        try:
-            r.detect(v, t)
-            time.sleep(max(0.0, FAULT_S - (time.monotonic() - t)))
-        finally:
-            ns.heal(i)
-        r.converge(r.c.nodes, time.monotonic())
+        hold_fault(r, v, lambda: ns.cut(i), lambda: ns.heal(i))
         r.finish()
     finally:
         if r is not None:
